@@ -1,0 +1,18 @@
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chittyauth_site.settings")
+
+app = Celery("chittyauth")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _create_local_broker_folders(sender: Celery, **kwargs) -> None:
+    """The embedded filesystem broker needs its folders before the first message."""
+    folders = sender.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+        if folders.get(key):
+            os.makedirs(folders[key], exist_ok=True)
