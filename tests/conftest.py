@@ -1,0 +1,68 @@
+import os
+import socket
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+
+from grants.callers import Caller
+from identities.models import Identity
+from tests.chittyid_authority_server import ChittyIDAuthorityServer
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """PostgreSQL and Redis tests run in `./dev test`'s second pass; there, a missing server is a failure."""
+    on_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    on_redis = bool(settings.REDIS_URL)
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres:
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: runs in ./dev test's PostgreSQL pass"))
+        if "redis" in item.keywords and not on_redis:
+            item.add_marker(pytest.mark.skip(reason="needs Redis: runs in ./dev test's Redis pass"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache (a new security epoch, no cached authority answers)."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def make_identity(db):
+    counter = iter(range(1, 10_000))
+
+    def make(chitty_id: str | None = None, **fields) -> Identity:
+        chitty_id = chitty_id or f"CHITTY-PEO-TEST{next(counter)}-A"
+        fields.setdefault(
+            "entity_type", chitty_id.split("-")[1] if chitty_id.startswith("CHITTY-") else "PEO"
+        )
+        return Identity.objects.create(chitty_id=chitty_id, **fields)
+
+    return make
+
+
+@pytest.fixture
+def system_caller() -> Caller:
+    return Caller.system("tests")
+
+
+@pytest.fixture
+def chittyid_authority(settings):
+    """A loopback ChittyID authority, configured as the service's remote authority for the test."""
+    server = ChittyIDAuthorityServer().start()
+    settings.CHITTYID_ENDPOINT = server.url
+    settings.CHITTYID_API_KEY = server.api_key
+    settings.CHITTYID_TIMEOUT_SECONDS = 0.5
+    settings.CHITTYID_RETRIES = 1
+    yield server
+    server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
