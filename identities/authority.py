@@ -42,12 +42,14 @@ _client: httpx.Client | None = None
 
 
 def _http_client() -> httpx.Client:
-    """One pooled client per process; httpx.Client is safe to share between threads."""
+    """One pooled client per process; httpx.Client is safe to share between threads.
+
+    Timeouts are given per request, so a changed `CHITTYID_TIMEOUT_SECONDS` applies at once.
+    """
     global _client
     with _client_lock:
         if _client is None:
             _client = httpx.Client(
-                timeout=httpx.Timeout(settings.CHITTYID_TIMEOUT_SECONDS),
                 limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
                 follow_redirects=False,
             )
@@ -96,7 +98,9 @@ def _verify_remotely(chitty_id: str) -> AuthorityAnswer:
         if attempt:
             time.sleep(min(0.1 * 2 ** (attempt - 1), 1.0))
         try:
-            response = _http_client().post(url, json={"chitty_id": chitty_id}, headers=headers)
+            response = _http_client().post(
+                url, json={"chitty_id": chitty_id}, headers=headers, timeout=settings.CHITTYID_TIMEOUT_SECONDS
+            )
         except httpx.TimeoutException:
             failure = "timed out"
             continue

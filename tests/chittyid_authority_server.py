@@ -1,7 +1,8 @@
 """A real HTTP server on loopback that speaks the ChittyID authority's API, for tests.
 
 Each registered ChittyID maps to a behaviour: `valid`, `invalid` (valid: false), `404`, `500`, `slow`
-(answers after `slow_seconds`), `garbage` (not JSON). Unknown IDs answer 404. Requests are recorded.
+(answers after `slow_seconds`), `garbage` (not JSON), `no_verdict` (JSON whose `valid` is not a boolean).
+Unknown IDs answer 404. Requests are recorded.
 """
 
 import json
@@ -70,12 +71,16 @@ class ChittyIDAuthorityServer:
                     return self._send(200, json.dumps({"valid": True}).encode())
                 if behaviour == "garbage":
                     return self._send(200, b"<html>not json</html>", "text/html")
+                if behaviour == "no_verdict":
+                    return self._send(200, json.dumps({"valid": "yes", "chitty_id": chitty_id}).encode())
                 return self._send(404, b'{"error":"not found"}')
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def start(self) -> "ChittyIDAuthorityServer":
         self._thread.start()
