@@ -13,6 +13,6 @@ app.autodiscover_tasks()
 def _create_local_broker_folders(sender: Celery, **kwargs) -> None:
     """The embedded filesystem broker needs its folders before the first message."""
     folders = sender.conf.broker_transport_options or {}
-    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         if folders.get(key):
             os.makedirs(folders[key], exist_ok=True)

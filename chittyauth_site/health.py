@@ -1,5 +1,6 @@
 """Liveness and readiness probes. Anonymous by design, and they reveal no configuration secrets."""
 
+import asyncio
 import time
 import uuid
 
@@ -11,6 +12,8 @@ from django.http import HttpRequest, JsonResponse
 
 from chittyauth_site.celery import app as celery_app
 from identities import authority
+
+PROBE_TIMEOUT_SECONDS = 2.0
 
 
 def _check_database() -> str:
@@ -35,7 +38,8 @@ def _check_channel_layer() -> str:
     async def round_trip() -> bool:
         channel = await layer.new_channel("readyz.")
         await layer.send(channel, {"type": "readyz.ping"})
-        message = await layer.receive(channel)
+        # A layer that loses the message must fail the probe, not hang it.
+        message = await asyncio.wait_for(layer.receive(channel), timeout=PROBE_TIMEOUT_SECONDS)
         return message.get("type") == "readyz.ping"
 
     if not async_to_sync(round_trip)():
@@ -45,7 +49,7 @@ def _check_channel_layer() -> str:
 
 def _check_broker() -> str:
     with celery_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
+        conn.ensure_connection(max_retries=1, timeout=PROBE_TIMEOUT_SECONDS)
     return "ok"
 
 
@@ -76,7 +80,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         try:
             detail = check()
             checks[name] = {"status": "ok", "detail": detail}
-        except Exception as exc:  # a failing dependency is reported, never raised
+        except Exception as exc:  # noqa: BLE001 - a failing dependency is reported, never raised
             checks[name] = {"status": "fail", "detail": f"{type(exc).__name__}: {exc}"[:200]}
         checks[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
     ready = all(check["status"] == "ok" for check in checks.values())

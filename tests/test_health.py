@@ -1,0 +1,68 @@
+"""Liveness and readiness probes: anonymous, honest about each dependency, and free of secrets."""
+
+import pytest
+from django.test import Client
+
+READINESS_CHECKS = {"database", "cache", "channel_layer", "celery_broker", "chittyid_authority"}
+
+pytestmark = pytest.mark.django_db
+
+
+def readiness() -> tuple[int, dict]:
+    response = Client().get("/readyz")
+    return response.status_code, response.json()
+
+
+def test_healthz_answers_anonymously_without_touching_dependencies():
+    response = Client().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_on_the_embedded_defaults(settings):
+    settings.CHITTYID_ENDPOINT = ""
+
+    status, body = readiness()
+
+    assert status == 200
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == READINESS_CHECKS
+    assert {name: check["status"] for name, check in body["checks"].items()} == dict.fromkeys(
+        READINESS_CHECKS, "ok"
+    )
+    assert body["checks"]["chittyid_authority"]["detail"] == "local"
+
+
+def test_readyz_is_ready_with_a_reachable_remote_authority(chittyid_authority):
+    status, body = readiness()
+
+    assert status == 200
+    authority = body["checks"]["chittyid_authority"]
+    assert (authority["status"], authority["detail"]) == ("ok", "remote")
+
+
+def test_readyz_names_a_stopped_remote_authority(chittyid_authority, settings):
+    chittyid_authority.stop()
+
+    status, body = readiness()
+
+    assert status == 503
+    assert body["status"] == "unavailable"
+    failing = {name for name, check in body["checks"].items() if check["status"] != "ok"}
+    assert failing == {"chittyid_authority"}
+    assert "unreachable (ConnectError)" in body["checks"]["chittyid_authority"]["detail"]
+    assert settings.CHITTYID_API_KEY not in str(body)
+
+
+def test_readyz_names_a_remote_authority_that_reports_itself_down(chittyid_authority):
+    chittyid_authority.down = True
+
+    status, body = readiness()
+
+    assert status == 503
+    assert body["checks"]["chittyid_authority"]["status"] == "fail"
+    assert "answered HTTP 503" in body["checks"]["chittyid_authority"]["detail"]
+    assert all(
+        check["status"] == "ok" for name, check in body["checks"].items() if name != "chittyid_authority"
+    )
