@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 from identities.models import Identity
 
@@ -22,3 +23,8 @@ class Grant(models.Model):
     def __str__(self) -> str:
         scope = f" on {self.resource_id}" if self.resource_id else ""
         return f"{self.principal_id}: {self.permission}{scope}"
+
+    @property
+    def is_live(self) -> bool:
+        """Neither revoked nor expired: only live grants ever allow anything."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())

@@ -1,0 +1,69 @@
+"""REST adapters for grants and permission checks: parse, call one service, render."""
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chittyauth_site.rest import validated
+from grants import services
+from grants.serializers import (
+    GrantListQuerySerializer,
+    GrantRequestSerializer,
+    GrantSerializer,
+    PermissionCheckSerializer,
+    decision_as_dict,
+)
+
+
+class GrantListView(APIView):
+    @extend_schema(parameters=[GrantListQuerySerializer], responses=GrantSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        query = validated(GrantListQuerySerializer, request.query_params)
+        chitty_id = query.get("chitty_id") or request.auth.chitty_id
+        grants = services.list_grants(request.auth, chitty_id, include_inactive=query["include_inactive"])
+        return Response({"grants": GrantSerializer(grants, many=True).data})
+
+    @extend_schema(request=GrantRequestSerializer, responses={201: GrantSerializer})
+    def post(self, request: Request) -> Response:
+        data = validated(GrantRequestSerializer, request.data)
+        grant = services.grant_permission(
+            request.auth,
+            grantee_chitty_id=data["grantee_chitty_id"],
+            permission=data["permission"],
+            resource_id=data["resource"],
+            expires_at=data["expires_at"],
+            grantor_chitty_id=data.get("grantor_chitty_id"),
+        )
+        return Response(GrantSerializer(grant).data, status=201)
+
+
+class GrantRevokeView(APIView):
+    @extend_schema(request=None, responses=GrantSerializer)
+    def post(self, request: Request, grant_id: int) -> Response:
+        return Response(GrantSerializer(services.revoke_grant(request.auth, grant_id)).data)
+
+
+DECISION = inline_serializer(
+    "PermissionDecision",
+    {
+        "allowed": serializers.BooleanField(),
+        "chitty_id": serializers.CharField(),
+        "permission": serializers.CharField(),
+        "resource": serializers.CharField(),
+        "grant_id": serializers.IntegerField(allow_null=True),
+        "granted_permission": serializers.CharField(allow_null=True),
+        "reason": serializers.CharField(),
+    },
+)
+
+
+class PermissionCheckView(APIView):
+    @extend_schema(request=PermissionCheckSerializer, responses=DECISION)
+    def post(self, request: Request) -> Response:
+        data = validated(PermissionCheckSerializer, request.data)
+        decision = services.check_principal_permission(
+            request.auth, data["chitty_id"], data["permission"], data["resource"]
+        )
+        return Response(decision_as_dict(data["chitty_id"], decision))

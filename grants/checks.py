@@ -1,0 +1,159 @@
+"""The hot-path permission checks every interface and service relies on.
+
+Each process keeps a principal's live grants and its recent decisions in memory, tagged with the shared
+security epoch: any grant, revocation or status change anywhere bumps the epoch and the next check reloads
+from the database. Expiry is judged against the clock on every check, so an expired grant never allows,
+even before cleanup deletes it.
+"""
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+
+from audit.services import record
+from chittyauth_site.errors import PermissionDenied
+from grants.callers import Caller
+from grants.models import Grant
+from grants.permissions import covers
+from identities.invalidation import current_epoch
+from identities.models import Identity
+
+MAX_CACHED_PRINCIPALS = 10_000
+MAX_CACHED_DECISIONS = 256
+
+
+@dataclass(frozen=True)
+class LiveGrant:
+    grant_id: int
+    permission: str
+    resource_id: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    permission: str
+    resource_id: str = ""
+    grant: LiveGrant | None = None
+    reason: str = ""
+
+
+class _PrincipalGrants:
+    __slots__ = ("decisions", "epoch", "grants", "is_active")
+
+    def __init__(self, epoch: int, is_active: bool, grants: list[LiveGrant]) -> None:
+        self.epoch = epoch
+        self.is_active = is_active
+        self.grants = grants
+        self.decisions: dict[tuple[str, str], Decision] = {}
+
+
+_cache: dict[int, _PrincipalGrants] = {}
+_cache_lock = threading.Lock()
+
+
+def _load(identity_pk: int, epoch: int) -> _PrincipalGrants:
+    now = timezone.now()
+    status = Identity.objects.filter(pk=identity_pk).values_list("status", flat=True).first()
+    rows = Grant.objects.filter(principal_id=identity_pk, revoked_at__isnull=True).exclude(
+        expires_at__lte=now
+    )
+    grants = [
+        LiveGrant(pk, permission, resource_id, expires_at)
+        for pk, permission, resource_id, expires_at in rows.values_list(
+            "pk", "permission", "resource_id", "expires_at"
+        )
+    ]
+    return _PrincipalGrants(epoch, status == Identity.Status.ACTIVE, grants)
+
+
+def _principal_grants(identity_pk: int) -> _PrincipalGrants:
+    epoch = current_epoch()
+    entry = _cache.get(identity_pk)
+    if entry is None or entry.epoch != epoch:
+        entry = _load(identity_pk, epoch)
+        with _cache_lock:
+            if len(_cache) >= MAX_CACHED_PRINCIPALS:
+                _cache.clear()
+            _cache[identity_pk] = entry
+    return entry
+
+
+def _decide(entry: _PrincipalGrants, permission: str, resource_id: str, now: datetime) -> Decision:
+    if not entry.is_active:
+        return Decision(False, permission, resource_id, reason="identity is not active")
+    for grant in entry.grants:
+        if grant.expires_at is not None and grant.expires_at <= now:
+            continue
+        if grant.resource_id and grant.resource_id != resource_id:
+            continue
+        if covers(grant.permission, permission):
+            return Decision(True, permission, resource_id, grant)
+    return Decision(False, permission, resource_id, reason="no live grant covers it")
+
+
+def check_permission(identity: Identity, permission: str, resource_id: str = "") -> Decision:
+    """Does the principal hold `permission` (on `resource_id`, if given) right now, by its grants alone?"""
+    entry = _principal_grants(identity.pk)
+    now = timezone.now()
+    key = (permission, resource_id)
+    decision = entry.decisions.get(key)
+    if decision is not None and (
+        not decision.allowed or decision.grant.expires_at is None or decision.grant.expires_at > now
+    ):
+        return decision
+    decision = _decide(entry, permission, resource_id, now)
+    if len(entry.decisions) >= MAX_CACHED_DECISIONS:
+        entry.decisions.clear()
+    entry.decisions[key] = decision
+    return decision
+
+
+def scopes_allow(scopes: tuple[str, ...], permission: str) -> bool:
+    return any(covers(scope, permission) for scope in scopes)
+
+
+def caller_may(caller: Caller, permission: str, resource_id: str = "") -> bool:
+    """Effective permission: the principal's grants intersected with the credential's scopes."""
+    if caller.is_exempt:
+        return True
+    if caller.identity is None or not scopes_allow(caller.scopes, permission):
+        return False
+    return check_permission(caller.identity, permission, resource_id).allowed
+
+
+def authorize(caller: Caller, permission: str, resource_id: str = "", *, target: str = "") -> None:
+    """Raise `PermissionDenied` naming the permission, and audit the refusal, unless the caller may."""
+    if caller_may(caller, permission, resource_id):
+        return
+    record(
+        "authorization.denied",
+        outcome="denied",
+        actor=caller.actor,
+        target=target or resource_id,
+        client_address=caller.client_address,
+        details={"permission": permission, "resource_id": resource_id, "credential_id": caller.credential_id},
+    )
+    raise PermissionDenied(
+        f"This needs the permission {permission}" + (f" on {resource_id}" if resource_id else ""),
+        permission=permission,
+    )
+
+
+def caller_covers(caller: Caller, pattern: str, resource_id: str = "") -> bool:
+    """No escalation: does the caller effectively hold everything `pattern` stands for?"""
+    if caller.is_exempt:
+        return True
+    if caller.identity is None or not any(covers(scope, pattern) for scope in caller.scopes):
+        return False
+    entry = _principal_grants(caller.identity.pk)
+    now = timezone.now()
+    return entry.is_active and any(
+        covers(grant.permission, pattern)
+        and (grant.expires_at is None or grant.expires_at > now)
+        and (not grant.resource_id or grant.resource_id == resource_id)
+        for grant in entry.grants
+    )

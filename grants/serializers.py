@@ -1,0 +1,58 @@
+from rest_framework import serializers
+
+from grants.checks import Decision
+from grants.models import Grant
+
+
+class GrantRequestSerializer(serializers.Serializer):
+    grantee_chitty_id = serializers.CharField(max_length=128)
+    permission = serializers.CharField(max_length=200)
+    resource = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    grantor_chitty_id = serializers.CharField(
+        max_length=128, required=False, allow_blank=True, allow_null=True
+    )
+
+
+class GrantSerializer(serializers.ModelSerializer):
+    chitty_id = serializers.CharField(source="principal.chitty_id")
+    resource = serializers.CharField(source="resource_id")
+    active = serializers.BooleanField(source="is_live", read_only=True)
+
+    class Meta:
+        model = Grant
+        fields = [
+            "id",
+            "chitty_id",
+            "permission",
+            "resource",
+            "expires_at",
+            "granted_by",
+            "created_at",
+            "revoked_at",
+            "revoked_by",
+            "active",
+        ]
+
+
+class GrantListQuerySerializer(serializers.Serializer):
+    chitty_id = serializers.CharField(max_length=128, required=False)
+    include_inactive = serializers.BooleanField(required=False, default=False)
+
+
+class PermissionCheckSerializer(serializers.Serializer):
+    chitty_id = serializers.CharField(max_length=128)
+    permission = serializers.CharField(max_length=200)
+    resource = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+
+
+def decision_as_dict(chitty_id: str, decision: Decision) -> dict:
+    return {
+        "allowed": decision.allowed,
+        "chitty_id": chitty_id,
+        "permission": decision.permission,
+        "resource": decision.resource_id,
+        "grant_id": decision.grant.grant_id if decision.grant else None,
+        "granted_permission": decision.grant.permission if decision.grant else None,
+        "reason": decision.reason,
+    }
