@@ -1,6 +1,14 @@
 """The one error type every service raises: a stable machine code, a message a person can act on,
 and the HTTP status REST renders it with. MCP renders the same code and message as a tool error."""
 
+import logging
+
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
 
 class ServiceError(Exception):
     code = "ERROR"
@@ -44,3 +52,59 @@ class AuthorityUnavailable(ServiceError):
 
     code = "AUTHORITY_UNAVAILABLE"
     http_status = 503
+
+
+def error_body(code: str, message: str, **extra) -> dict:
+    """The one error shape every REST answer uses: {"error": {"code", "message", ...}}."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+_DRF_CODES = {
+    "NotAuthenticated": ("UNAUTHENTICATED", "Send Authorization: Bearer <API key or JWT>"),
+    "ParseError": ("MALFORMED_REQUEST", None),
+    "UnsupportedMediaType": ("UNSUPPORTED_MEDIA_TYPE", None),
+    "MethodNotAllowed": ("METHOD_NOT_ALLOWED", None),
+    "NotAcceptable": ("NOT_ACCEPTABLE", None),
+    "NotFound": ("NOT_FOUND", None),
+    "PermissionDenied": ("PERMISSION_DENIED", None),
+    "Throttled": ("RATE_LIMITED", None),
+}
+
+
+def rest_exception_handler(exc: Exception, context: dict):
+    """Render every failure in the documented shape; an unexpected bug is logged and answered as a 500
+    without a traceback."""
+    headers = {}
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.code, exc.message, **exc.extra), status=exc.http_status)
+    if isinstance(exc, Http404):
+        return Response(error_body("NOT_FOUND", "Not found"), status=404)
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(
+            error_body("INVALID_INPUT", "The request has invalid fields", fields=exc.detail), status=400
+        )
+    if isinstance(exc, exceptions.APIException):
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if isinstance(exc, exceptions.AuthenticationFailed):
+            if headers:
+                headers["WWW-Authenticate"] += ', error="invalid_token"'
+            reason = exc.get_codes() if isinstance(exc.get_codes(), str) else "INVALID_CREDENTIAL"
+            body = error_body("INVALID_CREDENTIAL", str(exc.detail), reason=reason)
+            return Response(body, status=exc.status_code, headers=headers)
+        code, message = _DRF_CODES.get(type(exc).__name__, ("ERROR", None))
+        return Response(error_body(code, message or str(exc.detail)), status=exc.status_code, headers=headers)
+    logger.error("Unhandled error in %s", context.get("view"), exc_info=exc)
+    return Response(
+        error_body("INTERNAL_ERROR", "Something went wrong on our side; it has been logged."), status=500
+    )
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("NOT_FOUND", "No such endpoint"), status=404)
+
+
+def json_server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        error_body("INTERNAL_ERROR", "Something went wrong on our side; it has been logged."), status=500
+    )

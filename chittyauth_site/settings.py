@@ -61,6 +61,10 @@ if IS_PRODUCTION:
         problems.append("SIGNING_KEY_ENCRYPTION_KEY must be set")
     if DEBUG:
         problems.append("DEBUG must be off")
+    if not _env_list("ALLOWED_HOSTS", []):
+        problems.append(
+            "ALLOWED_HOSTS must name this service's host names (without it every request gets 400)"
+        )
     if problems:
         raise ImproperlyConfigured("Refusing to start in production: " + "; ".join(problems))
 elif len(JWT_SECRET.encode()) < MIN_JWT_SECRET_BYTES:
@@ -144,6 +148,7 @@ else:
         "data_folder_in": str(CELERY_BROKER_DIR),
         "data_folder_out": str(CELERY_BROKER_DIR),
         "processed_folder": str(CELERY_BROKER_DIR / "processed"),
+        "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
     }
 
@@ -182,8 +187,25 @@ CHITTYID_CACHE_SECONDS = _env_int("CHITTYID_CACHE_SECONDS", 60)
 
 SESSION_TIMEOUT = _env_int("SESSION_TIMEOUT", 3600)
 
+# JWTs: HS256 with JWT_SECRET as the seed documents, or EdDSA / ES256 with rotating keys published as JWKS.
+JWT_ISSUER = os.environ.get("JWT_ISSUER", "chittyauth")
+JWT_AUDIENCE = os.environ.get("JWT_AUDIENCE", "chittyos")
+JWT_SIGNING_ALGORITHM = os.environ.get("JWT_SIGNING_ALGORITHM", "HS256")
+JWT_DEFAULT_LIFETIME_SECONDS = _env_int("JWT_DEFAULT_LIFETIME_SECONDS", 3600)
+JWT_MAX_LIFETIME_SECONDS = _env_int("JWT_MAX_LIFETIME_SECONDS", 7 * 24 * 3600)
+JWT_LEEWAY_SECONDS = _env_int("JWT_LEEWAY_SECONDS", 30)
+
+API_KEY_ROTATION_OVERLAP_SECONDS = _env_int("API_KEY_ROTATION_OVERLAP_SECONDS", 300)
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.BearerCredentialAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "chittyauth_site.errors.rest_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ChittyAuth API",
@@ -195,6 +217,8 @@ SPECTACULAR_SETTINGS = {
 if IS_PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
+    # Load balancers probe nodes over plain HTTP; a redirect would mark every node unhealthy.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
     SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True

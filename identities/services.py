@@ -4,26 +4,21 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import record
-from chittyauth_site.errors import Conflict, NotFound, ValidationFailed
+from chittyauth_site.errors import Conflict, ValidationFailed
+from grants.callers import Caller
+from grants.checks import authorize
 from identities import authority
 from identities.chitty_ids import parse_chitty_id
 from identities.invalidation import bump_epoch
 from identities.models import Identity
+from identities.selectors import get_identity
+from sessions.services import end_sessions_of_principal
 
 
-def get_identity(chitty_id: str) -> Identity:
-    parse_chitty_id(chitty_id)
-    try:
-        return Identity.objects.get(chitty_id=chitty_id)
-    except Identity.DoesNotExist:
-        raise NotFound(f"No identity {chitty_id} is registered", code="IDENTITY_NOT_FOUND") from None
-
-
-def register_identity(
-    chitty_id: str, *, display_name: str = "", actor: str = "", client_address: str | None = None
-) -> Identity:
-    """Register a principal. With a remote authority it must vouch for the ID first (fail closed)."""
+def register_identity(caller: Caller, chitty_id: str, *, display_name: str = "") -> Identity:
+    """Register a principal (`identities:manage`). A remote authority must vouch for the ID first (fail closed)."""
     parsed = parse_chitty_id(chitty_id)
+    authorize(caller, "identities:manage", target=chitty_id)
     source = Identity.Source.LOCAL
     validated_at = None
     if authority.is_remote():
@@ -45,9 +40,9 @@ def register_identity(
             )
             record(
                 "identity.register",
-                actor=actor,
+                actor=caller.actor,
                 target=chitty_id,
-                client_address=client_address,
+                client_address=caller.client_address,
                 details={"source": source, "entity_type": parsed.entity_type},
             )
     except IntegrityError:
@@ -61,44 +56,48 @@ def resolve_principal(chitty_id: str) -> Identity:
     With a remote authority an ID it vouches for but we have not seen is registered on first use.
     """
     parse_chitty_id(chitty_id)
+    identity = Identity.objects.filter(chitty_id=chitty_id).first()
+    if identity is not None and not identity.is_active:
+        raise ValidationFailed(f"{chitty_id} is {identity.status}", code="IDENTITY_SUSPENDED")
     answer = authority.verify_chitty_id(chitty_id)
     if not answer.is_valid:
         raise ValidationFailed(
             f"{chitty_id} is not a valid ChittyID: {answer.reason}", code=f"CHITTY_ID_{answer.verdict.value}"
         )
-    identity = Identity.objects.filter(chitty_id=chitty_id).first()
-    if identity is None:
-        identity = register_identity(chitty_id, actor="chittyid-authority")
-    if not identity.is_active:
-        raise ValidationFailed(f"{chitty_id} is {identity.status}", code="IDENTITY_SUSPENDED")
-    return identity
+    return identity or register_identity(Caller.system("chittyid-authority"), chitty_id)
 
 
-def change_status(
-    identity: Identity, status: str, *, actor: str, reason: str = "", client_address: str | None = None
-) -> Identity:
-    """Suspend, revoke or reactivate. Leaving `active` stops every credential and session of the identity."""
+def change_status(caller: Caller, identity: Identity, status: str, *, reason: str = "") -> Identity:
+    """Suspend, revoke or reactivate (`identities:manage`). Leaving `active` stops every credential and
+    session of the identity."""
+    authorize(caller, "identities:manage", target=identity.chitty_id)
     if status not in Identity.Status.values:
         raise ValidationFailed(f"Unknown status {status!r}", code="INVALID_STATUS")
-    if identity.status == Identity.Status.REVOKED and status != Identity.Status.REVOKED:
-        raise Conflict(
-            f"{identity.chitty_id} is revoked for good and cannot be reactivated", code="IDENTITY_REVOKED"
-        )
-    previous = identity.status
     with transaction.atomic():
+        identity = Identity.objects.select_for_update().get(pk=identity.pk)
+        if identity.status == Identity.Status.REVOKED and status != Identity.Status.REVOKED:
+            raise Conflict(
+                f"{identity.chitty_id} is revoked for good and cannot be reactivated", code="IDENTITY_REVOKED"
+            )
+        previous = identity.status
         identity.status = status
         identity.status_reason = reason[:255]
         identity.save(update_fields=["status", "status_reason", "updated_at"])
         bump_epoch()
         record(
             f"identity.{_ACTION_BY_STATUS[status]}",
-            actor=actor,
+            actor=caller.actor,
             target=identity.chitty_id,
-            client_address=client_address,
+            client_address=caller.client_address,
             details={"from": previous, "to": status, "reason": reason},
         )
         if status != Identity.Status.ACTIVE:
-            _stop_everything_of(identity, actor=actor, reason=reason or f"identity {status}")
+            end_sessions_of_principal(
+                identity,
+                actor=caller.actor,
+                reason=reason or f"identity {status}",
+                client_address=caller.client_address,
+            )
     return identity
 
 
@@ -109,24 +108,28 @@ _ACTION_BY_STATUS = {
 }
 
 
-def suspend_identity(
-    identity: Identity, *, actor: str, reason: str = "", client_address: str | None = None
-) -> Identity:
-    return change_status(
-        identity, Identity.Status.SUSPENDED, actor=actor, reason=reason, client_address=client_address
-    )
+def suspend_identity(caller: Caller, identity: Identity, *, reason: str = "") -> Identity:
+    return change_status(caller, identity, Identity.Status.SUSPENDED, reason=reason)
 
 
-def reactivate_identity(
-    identity: Identity, *, actor: str, reason: str = "", client_address: str | None = None
-) -> Identity:
-    return change_status(
-        identity, Identity.Status.ACTIVE, actor=actor, reason=reason, client_address=client_address
-    )
+def reactivate_identity(caller: Caller, identity: Identity, *, reason: str = "") -> Identity:
+    return change_status(caller, identity, Identity.Status.ACTIVE, reason=reason)
 
 
-def _stop_everything_of(identity: Identity, *, actor: str, reason: str) -> None:
-    """Keys, tokens and grants check the identity's status on every use; live sessions must be ended."""
-    from sessions.services import end_sessions_of_principal
+def list_identities(caller: Caller, *, status: str | None = None, search: str = "") -> list[Identity]:
+    """All registered principals (`identities:read`)."""
+    authorize(caller, "identities:read")
+    identities = Identity.objects.all()
+    if status:
+        identities = identities.filter(status=status)
+    if search:
+        identities = identities.filter(chitty_id__icontains=search)
+    return list(identities[:1000])
 
-    end_sessions_of_principal(identity, actor=actor, reason=reason)
+
+def show_identity(caller: Caller, chitty_id: str) -> Identity:
+    """One principal: yourself freely, anyone with `identities:read`."""
+    identity = get_identity(chitty_id)
+    if not caller.is_principal(identity):
+        authorize(caller, "identities:read", target=chitty_id)
+    return identity

@@ -1,1 +1,79 @@
-# Register your models here.
+"""Staff console for sessions: see live and ended ones, end one or all of a principal's."""
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from chittyauth_site.errors import ServiceError
+from identities.admin import staff_caller
+from sessions import services
+from sessions.models import AuthSession
+
+
+class LiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return (("live", "Live"), ("ended", "Ended"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "live":
+            return queryset.filter(ended_at__isnull=True)
+        if self.value() == "ended":
+            return queryset.filter(ended_at__isnull=False)
+        return queryset
+
+
+@admin.register(AuthSession)
+class AuthSessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "session_id",
+        "principal",
+        "channel",
+        "credential_id",
+        "client_address",
+        "started_at",
+        "last_seen_at",
+        "expires_at",
+        "ended_at",
+        "end_reason",
+    )
+    list_filter = (LiveFilter, "channel", "credential_type", "started_at")
+    search_fields = ("session_id", "principal__chitty_id", "credential_id", "=client_address")
+    list_select_related = ("principal",)
+    actions = ("end_selected", "end_all_of_principals")
+    readonly_fields = [f.name for f in AuthSession._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuthSession | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuthSession | None = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    @admin.action(description="End selected sessions")
+    def end_selected(self, request: HttpRequest, queryset) -> None:
+        ended = 0
+        for session in queryset:
+            try:
+                services.end_session(
+                    staff_caller(request), session.session_id, reason="ended by staff in the admin"
+                )
+                ended += 1
+            except ServiceError as exc:
+                self.message_user(request, f"{session.session_id}: {exc.message}", messages.ERROR)
+        self.message_user(request, f"{ended} sessions ended.", messages.SUCCESS)
+
+    @admin.action(description="End ALL sessions of the selected sessions' principals")
+    def end_all_of_principals(self, request: HttpRequest, queryset) -> None:
+        ended = 0
+        for chitty_id in set(queryset.values_list("principal__chitty_id", flat=True)):
+            try:
+                ended += services.end_principal_sessions(
+                    staff_caller(request), chitty_id, reason="all sessions ended by staff in the admin"
+                )
+            except ServiceError as exc:
+                self.message_user(request, f"{chitty_id}: {exc.message}", messages.ERROR)
+        self.message_user(request, f"{ended} sessions ended.", messages.SUCCESS)

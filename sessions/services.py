@@ -1,28 +1,302 @@
-"""Opening, touching and ending sessions. Ending one is audited and reaches every live connection."""
+"""Sessions: open, touch, list and end them. Ending one is audited, revokes a JWT session's token, and
+closes its live connections on every server process through the channel layer."""
 
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.services import record
+from chittyauth_site.errors import Conflict, NotFound, ValidationFailed
+from grants.callers import Caller
+from grants.checks import authorize
+from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
+from identities.selectors import get_identity
 from sessions.models import AuthSession
 
+logger = logging.getLogger(__name__)
 
-def end_sessions_of_principal(principal: Identity, *, actor: str, reason: str) -> int:
-    """End every live session of `principal`; returns how many were ended."""
+LAST_SEEN_WRITE_INTERVAL = timedelta(minutes=1)
+CLOSE_MESSAGE_TYPE = "session.ended"
+CLOSE_ATTEMPTS = 3
+
+
+def session_group(session_id: str) -> str:
+    """The channel-layer group every live connection of a session joins."""
+    return f"session.{session_id}"
+
+
+def _new_session_id() -> str:
+    return "ses_" + secrets.token_urlsafe(18)
+
+
+def _session_timeout() -> timedelta:
+    return timedelta(seconds=settings.SESSION_TIMEOUT)
+
+
+def open_session(
+    caller: Caller, channel: str, *, expires_at: datetime | None = None, credential_id: str | None = None
+) -> AuthSession:
+    """Open a session for the caller's principal on `channel`, enforcing the per-principal limit."""
+    if caller.identity is None:
+        raise ValidationFailed("Only a principal can hold a session", code="NO_PRINCIPAL")
+    if channel not in AuthSession.Channel.values:
+        raise ValidationFailed(f"Unknown session channel {channel!r}", code="INVALID_CHANNEL")
+    now = timezone.now()
     with transaction.atomic():
-        live = list(
-            AuthSession.objects.select_for_update().filter(principal=principal, ended_at__isnull=True)
+        _enforce_session_limit(caller)
+        session = AuthSession.objects.create(
+            session_id=_new_session_id(),
+            principal=caller.identity,
+            credential_type=caller.credential_type,
+            credential_id=credential_id or caller.credential_id,
+            channel=channel,
+            client_address=caller.client_address,
+            user_agent=caller.user_agent[:400],
+            last_seen_at=now,
+            expires_at=expires_at,
         )
-        now = timezone.now()
-        for session in live:
+        record(
+            "session.open",
+            actor=caller.actor,
+            target=session.session_id,
+            client_address=caller.client_address,
+            details={"channel": channel, "credential_id": session.credential_id},
+        )
+    return session
+
+
+def _enforce_session_limit(caller: Caller) -> None:
+    limit = getattr(settings, "MAX_SESSIONS_PER_PRINCIPAL", 0)
+    if not limit:
+        return
+    live = list(
+        AuthSession.objects.select_for_update()
+        .filter(principal=caller.identity, ended_at__isnull=True)
+        .order_by("started_at")
+    )
+    excess = len(live) - limit + 1
+    if excess <= 0:
+        return
+    if getattr(settings, "SESSION_LIMIT_POLICY", "end_oldest") == "refuse_newest":
+        record(
+            "session.open",
+            outcome="denied",
+            actor=caller.actor,
+            client_address=caller.client_address,
+            details={"reason": "session limit reached", "limit": limit},
+        )
+        raise Conflict(
+            f"{caller.actor} already has {len(live)} live sessions (limit {limit})",
+            code="SESSION_LIMIT_REACHED",
+        )
+    _end(live[:excess], actor="system:session-limit", reason=f"session limit of {limit} reached")
+
+
+@dataclass
+class _KnownSession:
+    session_id: str
+    last_seen_written: datetime
+    expires_at: datetime | None
+    epoch: int
+
+
+_rest_sessions: dict[str, _KnownSession] = {}
+_rest_lock = threading.Lock()
+
+
+def touch_credential_session(caller: Caller, channel: str) -> str:
+    """The live session for this credential on this channel, extended; a new one after `SESSION_TIMEOUT`
+    of silence. Called on every REST request, so the database is written at most once a minute."""
+    now = timezone.now()
+    key = f"{channel}:{caller.credential_id}"
+    known = _rest_sessions.get(key)
+    epoch = current_epoch()
+    if known is not None and known.epoch == epoch and _still_open(known, now):
+        if now - known.last_seen_written >= LAST_SEEN_WRITE_INTERVAL:
+            AuthSession.objects.filter(session_id=known.session_id).update(last_seen_at=now)
+            known.last_seen_written = now
+        return known.session_id
+    session = _live_session_for(caller, channel, now) or open_session(caller, channel)
+    with _rest_lock:
+        if len(_rest_sessions) > 50_000:
+            _rest_sessions.clear()
+        _rest_sessions[key] = _KnownSession(
+            session.session_id, session.last_seen_at, session.expires_at, epoch
+        )
+    return session.session_id
+
+
+def _still_open(known: _KnownSession, now: datetime) -> bool:
+    if known.expires_at is not None and known.expires_at <= now:
+        return False
+    return now - known.last_seen_written < _session_timeout()
+
+
+def _live_session_for(caller: Caller, channel: str, now: datetime) -> AuthSession | None:
+    """A JWT's session (opened when it was minted) serves every channel; other credentials get one per channel."""
+    sessions = AuthSession.objects.filter(credential_id=caller.credential_id, ended_at__isnull=True)
+    if caller.credential_type != "jwt":
+        sessions = sessions.filter(channel=channel, last_seen_at__gt=now - _session_timeout())
+    session = sessions.exclude(expires_at__lte=now).order_by("-last_seen_at").first()
+    if session is not None and now - session.last_seen_at >= LAST_SEEN_WRITE_INTERVAL:
+        session.last_seen_at = now
+        session.save(update_fields=["last_seen_at"])
+    return session
+
+
+def touch_session(session_id: str) -> None:
+    """Mark a long-lived connection's session as seen (at most one write a minute is the caller's job)."""
+    AuthSession.objects.filter(session_id=session_id, ended_at__isnull=True).update(
+        last_seen_at=timezone.now()
+    )
+
+
+def is_live(session_id: str) -> bool:
+    now = timezone.now()
+    return (
+        AuthSession.objects.filter(session_id=session_id, ended_at__isnull=True)
+        .exclude(expires_at__lte=now)
+        .exists()
+    )
+
+
+def list_sessions(
+    caller: Caller, *, chitty_id: str | None = None, channel: str | None = None, active: bool | None = None
+) -> QuerySet[AuthSession]:
+    """Your own sessions freely; anyone's (or everyone's, with no `chitty_id`) with `sessions:read`."""
+    sessions = AuthSession.objects.select_related("principal")
+    if chitty_id:
+        identity = get_identity(chitty_id)
+        if not caller.is_principal(identity):
+            authorize(caller, "sessions:read", target=chitty_id)
+        sessions = sessions.filter(principal=identity)
+    elif caller.is_exempt or (caller.identity is None):
+        authorize(caller, "sessions:read")
+    else:
+        sessions = sessions.filter(principal=caller.identity)
+    if channel:
+        if channel not in AuthSession.Channel.values:
+            raise ValidationFailed(f"Unknown session channel {channel!r}", code="INVALID_CHANNEL")
+        sessions = sessions.filter(channel=channel)
+    if active is True:
+        sessions = sessions.filter(ended_at__isnull=True).exclude(expires_at__lte=timezone.now())
+    elif active is False:
+        sessions = sessions.filter(ended_at__isnull=False)
+    return sessions
+
+
+def end_session(caller: Caller, session_id: str, *, reason: str = "") -> AuthSession:
+    """End one session: your own freely, anyone's with `sessions:revoke`. Ending an ended one is a no-op."""
+    session = AuthSession.objects.select_related("principal").filter(session_id=session_id).first()
+    if session is None:
+        raise NotFound(f"No session {session_id}", code="SESSION_NOT_FOUND")
+    if not caller.is_principal(session.principal):
+        authorize(caller, "sessions:revoke", target=session.principal.chitty_id)
+    if session.ended_at is None:
+        _end(
+            [session],
+            actor=caller.actor,
+            reason=reason or "ended by request",
+            client_address=caller.client_address,
+        )
+    return session
+
+
+def end_principal_sessions(
+    caller: Caller, chitty_id: str, *, reason: str = "", keep_current: bool = False
+) -> int:
+    """End all of a principal's sessions (all but the caller's current one with `keep_current`): your own
+    freely, anyone's with `sessions:revoke`."""
+    principal = get_identity(chitty_id)
+    if not caller.is_principal(principal):
+        authorize(caller, "sessions:revoke", target=chitty_id)
+    return end_sessions_of_principal(
+        principal,
+        actor=caller.actor,
+        reason=reason or "ended by request",
+        client_address=caller.client_address,
+        except_session_id=caller.session_id if keep_current else None,
+    )
+
+
+def end_sessions_of_principal(
+    principal: Identity,
+    *,
+    actor: str,
+    reason: str,
+    client_address: str | None = None,
+    except_session_id: str | None = None,
+) -> int:
+    """End every live session of `principal`, e.g. when it is suspended; returns how many were ended."""
+    with transaction.atomic():
+        live = AuthSession.objects.select_for_update().select_related("principal")
+        live = live.filter(principal=principal, ended_at__isnull=True)
+        if except_session_id:
+            live = live.exclude(session_id=except_session_id)
+        sessions = list(live)
+        _end(sessions, actor=actor, reason=reason, client_address=client_address)
+    return len(sessions)
+
+
+def _end(sessions: list[AuthSession], *, actor: str, reason: str, client_address: str | None = None) -> None:
+    """End sessions in the caller's transaction; revoke JWT sessions' tokens; close live connections after commit."""
+    if not sessions:
+        return
+    from keys.tokens import revoke_jti_for_session
+
+    now = timezone.now()
+    with transaction.atomic():
+        for session in sessions:
             session.ended_at, session.end_reason, session.ended_by = now, reason[:255], actor
-        AuthSession.objects.bulk_update(live, ["ended_at", "end_reason", "ended_by"])
-        if live:
+            if session.credential_type == AuthSession.CredentialType.JWT:
+                revoke_jti_for_session(
+                    session.credential_id, session.principal.chitty_id, actor=actor, reason=reason
+                )
             record(
-                "session.end_all",
+                "session.end",
                 actor=actor,
-                target=principal.chitty_id,
-                details={"count": len(live), "reason": reason, "sessions": [s.session_id for s in live]},
+                target=session.session_id,
+                client_address=client_address,
+                details={
+                    "principal": session.principal.chitty_id,
+                    "channel": session.channel,
+                    "reason": reason,
+                },
             )
-    return len(live)
+        AuthSession.objects.bulk_update(sessions, ["ended_at", "end_reason", "ended_by"])
+        bump_epoch()
+        session_ids = [session.session_id for session in sessions]
+        transaction.on_commit(lambda: close_live_connections(session_ids, reason))
+
+
+def close_live_connections(session_ids: list[str], reason: str) -> list[str]:
+    """Tell every server process to close these sessions' connections. Failures are logged and returned —
+    never dropped silently — and connections also re-check liveness on their next message."""
+    layer = get_channel_layer()
+    failed = []
+    for session_id in session_ids:
+        for attempt in range(CLOSE_ATTEMPTS):
+            try:
+                message = {"type": CLOSE_MESSAGE_TYPE, "session_id": session_id, "reason": reason}
+                async_to_sync(layer.group_send)(session_group(session_id), message)
+                break
+            except Exception:  # the channel layer (Redis) is down; the database already says "ended"  # noqa: BLE001
+                if attempt + 1 < CLOSE_ATTEMPTS:
+                    time.sleep(0.05 * 2**attempt)
+        else:
+            logger.warning(
+                "Could not broadcast the end of session %s; its connections close on next use", session_id
+            )
+            failed.append(session_id)
+    return failed

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from chittyauth_site.errors import ServiceError
+from grants.callers import Caller
 from identities.services import register_identity
 
 
@@ -13,7 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, chitty_id: str, name: str, **options) -> None:
         try:
-            identity = register_identity(chitty_id, display_name=name, actor="cli:register_identity")
+            identity = register_identity(Caller.system("cli"), chitty_id, display_name=name)
         except ServiceError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from exc
         self.stdout.write(

@@ -1,0 +1,141 @@
+"""REST adapters for API keys and JWTs: parse, call one service, render."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chittyauth_site.rest import validated
+from keys import services, tokens
+from keys.serializers import (
+    ApiKeySerializer,
+    GenerateKeySerializer,
+    GenerateTokenSerializer,
+    KeyListQuerySerializer,
+    RevokeKeySerializer,
+    RevokeTokenSerializer,
+    RotateKeySerializer,
+    ValidateKeySerializer,
+    ValidateTokenSerializer,
+    issued_key_as_dict,
+    issued_token_as_dict,
+)
+
+VERIFICATION = inline_serializer(
+    "Verification",
+    {
+        "valid": serializers.BooleanField(),
+        "code": serializers.CharField(),
+        "key_id": serializers.CharField(allow_null=True),
+        "chitty_id": serializers.CharField(allow_null=True),
+        "scopes": serializers.ListField(child=serializers.CharField()),
+        "expires_at": serializers.DateTimeField(allow_null=True),
+    },
+)
+TOKEN_VERIFICATION = inline_serializer(
+    "TokenVerification",
+    {
+        "valid": serializers.BooleanField(),
+        "code": serializers.CharField(),
+        "chitty_id": serializers.CharField(allow_null=True),
+        "jti": serializers.CharField(allow_null=True),
+        "scopes": serializers.ListField(child=serializers.CharField()),
+        "expires_at": serializers.DateTimeField(allow_null=True),
+        "claims": serializers.DictField(allow_null=True),
+    },
+)
+TOKEN_REVOKED = inline_serializer(
+    "TokenRevoked",
+    {
+        "revoked": serializers.BooleanField(),
+        "jti": serializers.CharField(),
+        "expires_at": serializers.DateTimeField(),
+    },
+)
+SHOWN_ONCE = OpenApiResponse(description="The new key, including `api_key`, which is shown only this once")
+
+
+class ApiKeyListView(APIView):
+    @extend_schema(parameters=[KeyListQuerySerializer], responses=ApiKeySerializer(many=True))
+    def get(self, request: Request) -> Response:
+        query = validated(KeyListQuerySerializer, request.query_params)
+        keys = services.list_api_keys(
+            request.auth, chitty_id=query.get("chitty_id"), include_revoked=query["include_revoked"]
+        )
+        return Response({"keys": ApiKeySerializer(keys, many=True).data})
+
+    @extend_schema(request=GenerateKeySerializer, responses={201: SHOWN_ONCE})
+    def post(self, request: Request) -> Response:
+        data = validated(GenerateKeySerializer, request.data)
+        issued = services.generate_api_key(
+            request.auth,
+            chitty_id=data.get("chitty_id") or request.auth.chitty_id,
+            name=data["name"],
+            scopes=data.get("scopes"),
+            expires_at=data["expires_at"],
+            environment=data["environment"],
+        )
+        return Response(issued_key_as_dict(issued), status=201)
+
+
+class ApiKeyDetailView(APIView):
+    @extend_schema(responses=ApiKeySerializer)
+    def get(self, request: Request, key_id: str) -> Response:
+        return Response(ApiKeySerializer(services.get_api_key(request.auth, key_id)).data)
+
+
+class ApiKeyRevokeView(APIView):
+    @extend_schema(request=RevokeKeySerializer, responses=ApiKeySerializer)
+    def post(self, request: Request, key_id: str) -> Response:
+        data = validated(RevokeKeySerializer, request.data)
+        key = services.revoke_api_key(request.auth, key_id, reason=data["reason"])
+        return Response(ApiKeySerializer(key).data)
+
+
+class ApiKeyRotateView(APIView):
+    @extend_schema(request=RotateKeySerializer, responses={201: SHOWN_ONCE})
+    def post(self, request: Request, key_id: str) -> Response:
+        data = validated(RotateKeySerializer, request.data)
+        issued = services.rotate_api_key(request.auth, key_id, overlap_seconds=data["overlap_seconds"])
+        return Response(issued_key_as_dict(issued), status=201)
+
+
+class ApiKeyValidateView(APIView):
+    @extend_schema(request=ValidateKeySerializer, responses=VERIFICATION)
+    def post(self, request: Request) -> Response:
+        data = validated(ValidateKeySerializer, request.data)
+        return Response(services.validate_api_key(request.auth, data["api_key"]).as_dict())
+
+
+class TokenGenerateView(APIView):
+    @extend_schema(
+        request=GenerateTokenSerializer, responses={201: OpenApiResponse(description="The new JWT")}
+    )
+    def post(self, request: Request) -> Response:
+        data = validated(GenerateTokenSerializer, request.data)
+        issued = tokens.generate_jwt(
+            request.auth,
+            chitty_id=data.get("chitty_id") or request.auth.chitty_id,
+            expires_in=data["expires_in"],
+            claims=data["claims"],
+            scopes=data.get("scopes"),
+        )
+        return Response(issued_token_as_dict(issued), status=201)
+
+
+class TokenValidateView(APIView):
+    @extend_schema(request=ValidateTokenSerializer, responses=TOKEN_VERIFICATION)
+    def post(self, request: Request) -> Response:
+        data = validated(ValidateTokenSerializer, request.data)
+        return Response(tokens.validate_jwt(request.auth, data["token"]).as_dict())
+
+
+class TokenRevokeView(APIView):
+    @extend_schema(request=RevokeTokenSerializer, responses=TOKEN_REVOKED)
+    def post(self, request: Request) -> Response:
+        data = validated(RevokeTokenSerializer, request.data)
+        revoked = tokens.revoke_jwt(
+            request.auth, token=data.get("token"), jti=data.get("jti"), reason=data["reason"]
+        )
+        return Response({"revoked": True, "jti": revoked.jti, "expires_at": revoked.expires_at.isoformat()})
