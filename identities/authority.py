@@ -70,12 +70,21 @@ def verify_chitty_id(chitty_id: str, *, bypass_cache: bool = False) -> Authority
         return _verify_locally(chitty_id)
     key = _cache_key(chitty_id)
     if not bypass_cache:
-        cached = cache.get(key)
+        cached = _cache_call(cache.get, key)
         if cached is not None:
             return AuthorityAnswer(Verdict(cached[0]), "remote", cached[1])
     answer = _verify_remotely(chitty_id)
-    cache.set(key, (answer.verdict.value, answer.reason), settings.CHITTYID_CACHE_SECONDS)
+    _cache_call(cache.set, key, (answer.verdict.value, answer.reason), settings.CHITTYID_CACHE_SECONDS)
     return answer
+
+
+def _cache_call(method, *args):
+    """The answer cache is an optimization: when the shared cache is down, ask the authority every time."""
+    try:
+        return method(*args)
+    except Exception:  # noqa: BLE001
+        logger.warning("ChittyID answer cache unavailable")
+        return None
 
 
 def _verify_locally(chitty_id: str) -> AuthorityAnswer:

@@ -42,6 +42,8 @@ from keys.signing_keys import (
     published_key,
     signing_key_for_issuing,
 )
+from sessions.models import AuthSession
+from sessions.services import end_sessions_of_credential, open_session
 
 HS256 = "HS256"
 JWT_TYP = "at+jwt"  # RFC 9068
@@ -287,6 +289,31 @@ def generate_jwt(
             payload, active.private_key, algorithm=algorithm, headers={"typ": JWT_TYP, "kid": kid}
         )
     expires_at = datetime.fromtimestamp(payload["exp"], tz=UTC)
+    with transaction.atomic():
+        _record_issue(caller, identity, jti, expires_at, algorithm, kid, requested, extra_claims)
+        bearer = Caller(
+            actor=identity.chitty_id,
+            identity=identity,
+            credential_type="jwt",
+            credential_id=jti,
+            scopes=requested,
+            client_address=caller.client_address,
+            user_agent=caller.user_agent,
+        )
+        open_session(bearer, AuthSession.Channel.JWT, expires_at=expires_at)
+    return IssuedToken(token, jti, identity.chitty_id, expires_at, algorithm, kid, requested)
+
+
+def _record_issue(
+    caller: Caller,
+    identity: Identity,
+    jti: str,
+    expires_at: datetime,
+    algorithm: str,
+    kid: str | None,
+    requested: tuple[str, ...],
+    extra_claims: dict,
+) -> None:
     record(
         "token.generate",
         actor=caller.actor,
@@ -303,7 +330,6 @@ def generate_jwt(
             "credential_id": caller.credential_id,
         },
     )
-    return IssuedToken(token, jti, identity.chitty_id, expires_at, algorithm, kid, requested)
 
 
 class _Rejected(Exception):
@@ -448,10 +474,7 @@ def verify_jwt(token: str) -> TokenVerification:
         return TokenVerification(False, rejection.code, message=rejection.message)
     chitty_id, jti, expires = claims["sub"], claims["jti"], int(claims["exp"])
     expires_at = datetime.fromtimestamp(expires, tz=UTC)
-    if _is_revoked(cached, jti):
-        return TokenVerification(
-            False, "REVOKED", chitty_id, jti, expires_at=expires_at, message="The token has been revoked"
-        )
+    # The principal first: suspending it also revokes its JWT sessions' tokens, and this code says more.
     identity = _principal(cached, chitty_id)
     if identity is None or not identity.is_active:
         status = identity.status if identity else "not registered"
@@ -462,6 +485,10 @@ def verify_jwt(token: str) -> TokenVerification:
             jti,
             expires_at=expires_at,
             message=f"The token's principal {chitty_id} is {status}",
+        )
+    if _is_revoked(cached, jti):
+        return TokenVerification(
+            False, "REVOKED", chitty_id, jti, expires_at=expires_at, message="The token has been revoked"
         )
     verification = TokenVerification(
         True,
@@ -590,15 +617,18 @@ def revoke_jwt(
     if not isinstance(reason, str):
         raise ValidationFailed("reason must be a string", code="INVALID_INPUT")
     revoked_jti, chitty_id, keep_until = _revocation_target(caller, token, jti)
-    return _store_revocation(
-        revoked_jti,
-        chitty_id,
-        keep_until,
-        actor=caller.actor,
-        reason=reason,
-        how="jti" if jti is not None else "token",
-        client_address=caller.client_address,
-    )
+    with transaction.atomic():
+        revoked = _store_revocation(
+            revoked_jti,
+            chitty_id,
+            keep_until,
+            actor=caller.actor,
+            reason=reason,
+            how="jti" if jti is not None else "token",
+            client_address=caller.client_address,
+        )
+        end_sessions_of_credential(revoked_jti, actor=caller.actor, reason=reason or "token revoked")
+    return revoked
 
 
 def revoke_jti_for_session(jti: str, chitty_id: str, *, actor: str, reason: str = "") -> RevokedToken:

@@ -249,6 +249,18 @@ def end_sessions_of_principal(
     return len(sessions)
 
 
+def end_sessions_of_credential(credential_id: str, *, actor: str, reason: str) -> int:
+    """End the live sessions a credential holds, e.g. when its token is revoked."""
+    with transaction.atomic():
+        sessions = list(
+            AuthSession.objects.select_for_update()
+            .select_related("principal")
+            .filter(credential_id=credential_id, ended_at__isnull=True)
+        )
+        _end(sessions, actor=actor, reason=reason)
+    return len(sessions)
+
+
 def _end(sessions: list[AuthSession], *, actor: str, reason: str, client_address: str | None = None) -> None:
     """End sessions in the caller's transaction; revoke JWT sessions' tokens; close live connections after commit."""
     if not sessions:
