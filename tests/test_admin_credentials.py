@@ -1,0 +1,153 @@
+"""The admin console for keys, grants, signing keys and sessions, driven through Django's test client."""
+
+import re
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from audit.models import AuditEvent
+from grants.callers import Caller
+from grants.models import Grant
+from grants.services import grant_permission
+from keys.models import ApiKey, SigningKey
+from keys.services import generate_api_key, verify_api_key
+from keys.signing_keys import active_signing_key
+from sessions.models import AuthSession
+
+ALICE = "CHITTY-PEO-ALICE1-A"
+SYSTEM = Caller.system("tests")
+SECRET_RE = re.compile(r"chitty_live_[0-9A-Za-z]{49}")
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(db) -> Client:
+    User.objects.create_superuser("root", "root@example.org", "a-long-admin-password")
+    client = Client()
+    client.login(username="root", password="a-long-admin-password")
+    return client
+
+
+@pytest.fixture
+def alice(make_identity):
+    identity = make_identity(ALICE)
+    grant_permission(SYSTEM, grantee_chitty_id=ALICE, permission="documents:*")
+    return identity
+
+
+def run_action(client: Client, changelist: str, action: str, pks: list) -> object:
+    return client.post(
+        changelist, {"action": action, "_selected_action": [str(pk) for pk in pks]}, follow=True
+    )
+
+
+class TestApiKeyAdmin:
+    def test_creating_a_key_shows_the_secret_exactly_once(self, staff, alice):
+        response = staff.post(
+            "/admin/keys/apikey/add/",
+            {"chitty_id": ALICE, "name": "ci key", "scopes_text": "documents:read", "environment": "live"},
+        )
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert "only time the key is shown" in page
+        assert "no-store" in response["Cache-Control"]
+        [secret] = set(SECRET_RE.findall(page))
+        key = ApiKey.objects.get()
+        assert key.scopes == ["documents:read"]
+        assert secret not in str(ApiKey.objects.values().get())
+        assert verify_api_key(secret).valid
+        event = AuditEvent.objects.filter(action="api_key.generate").latest("sequence")
+        assert event.actor == "staff:root"
+        change_page = staff.get(f"/admin/keys/apikey/{key.pk}/change/").content.decode()
+        assert key.display_prefix in change_page
+        assert secret not in change_page
+        assert not SECRET_RE.search(staff.get("/admin/keys/apikey/").content.decode())
+
+    def test_the_service_refusal_shows_as_a_form_error(self, staff, alice):
+        response = staff.post(
+            "/admin/keys/apikey/add/",
+            {"chitty_id": ALICE, "name": "too wide", "scopes_text": "audit:read", "environment": "live"},
+        )
+        assert response.status_code == 200
+        assert "SCOPE_EXCEEDS_GRANTS" in response.content.decode()
+        assert not ApiKey.objects.exists()
+
+    def test_revoke_and_rotate_actions_go_through_the_services(self, staff, alice):
+        revoked = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["documents:read"])
+        rotated = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["documents:read"])
+        run_action(staff, "/admin/keys/apikey/", "revoke_selected", [revoked.api_key.pk])
+        assert verify_api_key(revoked.secret).code == "REVOKED"
+        response = run_action(staff, "/admin/keys/apikey/", "rotate_selected", [rotated.api_key.pk])
+        [new_secret] = set(SECRET_RE.findall(response.content.decode()))
+        assert verify_api_key(new_secret).valid
+        assert verify_api_key(rotated.secret).valid  # still inside the default overlap
+        actions = list(AuditEvent.objects.filter(actor="staff:root").values_list("action", flat=True))
+        assert "api_key.revoke" in actions
+        assert "api_key.rotate" in actions
+
+    def test_keys_cannot_be_deleted_or_edited(self, staff, alice):
+        issued = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["documents:read"])
+        assert staff.get(f"/admin/keys/apikey/{issued.api_key.pk}/delete/").status_code == 403
+        staff.post(f"/admin/keys/apikey/{issued.api_key.pk}/change/", {"name": "renamed", "scopes": '["*"]'})
+        assert ApiKey.objects.get().scopes == ["documents:read"]
+
+
+class TestGrantAdmin:
+    def test_granting_and_revoking(self, staff, alice):
+        page = staff.get("/admin/grants/grant/add/").content.decode()
+        assert '<option value="api_keys:generate">' in page
+        staff.post(
+            "/admin/grants/grant/add/", {"chitty_id": ALICE, "permission": "audit:read", "resource_id": ""}
+        )
+        grant = Grant.objects.get(permission="audit:read")
+        assert grant.granted_by == "staff:root"
+        event = AuditEvent.objects.filter(action="authorization.grant").latest("sequence")
+        assert event.details["exempt"] is True
+        run_action(staff, "/admin/grants/grant/", "revoke_selected", [grant.pk])
+        grant.refresh_from_db()
+        assert grant.revoked_by == "staff:root"
+
+    def test_a_bad_permission_is_a_form_error(self, staff, alice):
+        response = staff.post("/admin/grants/grant/add/", {"chitty_id": ALICE, "permission": "Not Valid"})
+        assert "INVALID_PERMISSION" in response.content.decode()
+
+    def test_staff_without_a_superuser_flag_or_identity_cannot_grant(self, alice):
+        user = User.objects.create_user("helpdesk", password="another-long-password", is_staff=True)
+        from django.contrib.auth.models import Permission
+
+        user.user_permissions.add(*Permission.objects.filter(codename__in=["add_grant", "view_grant"]))
+        client = Client()
+        client.login(username="helpdesk", password="another-long-password")
+        response = client.post("/admin/grants/grant/add/", {"chitty_id": ALICE, "permission": "audit:read"})
+        assert "PERMISSION_DENIED" in response.content.decode()
+        assert not Grant.objects.filter(permission="audit:read").exists()
+
+
+class TestSigningKeyAndSessionAdmin:
+    def test_rotating_the_signing_key(self, staff):
+        first = active_signing_key()
+        run_action(staff, "/admin/keys/signingkey/", "rotate", [first.pk])
+        first.refresh_from_db()
+        assert not first.is_active
+        assert SigningKey.objects.filter(is_active=True).exclude(pk=first.pk).exists()
+        assert (
+            "private_key_encrypted"
+            not in staff.get(f"/admin/keys/signingkey/{first.pk}/change/").content.decode()
+        )
+        assert AuditEvent.objects.filter(action="signing_key.rotate", actor="staff:root").exists()
+
+    def test_ending_a_session(self, staff, alice):
+        from rest_framework.test import APIClient
+
+        issued = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["*"])
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+        session_id = client.get("/api/v1/whoami").json()["session_id"]
+        session = AuthSession.objects.get(session_id=session_id)
+        assert session_id in staff.get("/admin/auth_sessions/authsession/?state=live").content.decode()
+        run_action(staff, "/admin/auth_sessions/authsession/", "end_selected", [session.pk])
+        session.refresh_from_db()
+        assert session.ended_by == "staff:root"
+        assert session_id not in staff.get("/admin/auth_sessions/authsession/?state=live").content.decode()
