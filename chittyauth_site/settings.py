@@ -76,7 +76,7 @@ ALLOWED_HOSTS = _env_list(
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "chittyauth_site.admin_site.AdminConsoleConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -87,12 +87,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "channels",
     "django_celery_beat",
+    "axes",
     "identities",
     "audit",
     "keys",
     "grants",
     "sessions.apps.AuthSessionsConfig",
     "mcp_endpoint",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -104,6 +106,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chittyauth_site.urls"
@@ -236,3 +240,32 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# Scheduled jobs
+# Keys, grants and sessions that expired, were revoked or ended longer ago than this are deleted.
+CLEANUP_RETENTION_DAYS = _env_int("CLEANUP_RETENTION_DAYS", 30)
+# Rows per cleanup transaction: small enough that no transaction holds its locks for long.
+CLEANUP_BATCH_SIZE = _env_int("CLEANUP_BATCH_SIZE", 5000)
+# Identities per revalidation batch.
+REVALIDATION_BATCH_SIZE = _env_int("REVALIDATION_BATCH_SIZE", 200)
+if min(CLEANUP_RETENTION_DAYS, CLEANUP_BATCH_SIZE, REVALIDATION_BATCH_SIZE) < 1:
+    raise ImproperlyConfigured(
+        "CLEANUP_RETENTION_DAYS, CLEANUP_BATCH_SIZE and REVALIDATION_BATCH_SIZE must each be at least 1"
+    )
+
+# Admin console
+# Every login is checked by django-axes first: a locked-out address or account never reaches the password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After this many failed staff logins from one address, or for one username, further attempts are refused
+# for ADMIN_LOCKOUT_MINUTES (each attempt while locked starts the wait again). Superusers unlock early with
+# `manage.py axes_reset_username <name>` or in the admin under Axes.
+AXES_FAILURE_LIMIT = _env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = _env_int("ADMIN_LOCKOUT_MINUTES", 15) / 60  # hours, as django-axes reads a float
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+if min(AXES_FAILURE_LIMIT, AXES_COOLOFF_TIME) <= 0:
+    raise ImproperlyConfigured("ADMIN_LOGIN_FAILURE_LIMIT and ADMIN_LOCKOUT_MINUTES must each be at least 1")

@@ -2,13 +2,15 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Q
 from django.http import HttpRequest
+from django.utils import timezone
 
 from chittyauth_site.errors import ServiceError
 from grants import services
 from grants.models import Grant
 from grants.permissions import KNOWN_PERMISSIONS
-from identities.admin import staff_caller
+from identities.admin import PrincipalFilter, staff_caller
 
 
 class PermissionPickerWidget(forms.TextInput):
@@ -47,6 +49,25 @@ class GrantCreationForm(forms.ModelForm):
         return data
 
 
+class GrantStateFilter(admin.SimpleListFilter):
+    """Live grants are the ones that allow anything: neither revoked nor past their expiry."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("live", "Live"), ("revoked", "Revoked"), ("expired", "Expired")]
+
+    def queryset(self, request: HttpRequest, queryset):
+        now = timezone.now()
+        conditions = {
+            "live": Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now)),
+            "revoked": Q(revoked_at__isnull=False),
+            "expired": Q(revoked_at__isnull=True, expires_at__lte=now),
+        }
+        return queryset.filter(conditions[self.value()]) if self.value() in conditions else queryset
+
+
 @admin.register(Grant)
 class GrantAdmin(admin.ModelAdmin):
     list_display = (
@@ -59,8 +80,9 @@ class GrantAdmin(admin.ModelAdmin):
         "revoked_at",
     )
     list_filter = (
+        GrantStateFilter,
+        PrincipalFilter,
         "permission",
-        ("revoked_at", admin.EmptyFieldListFilter),
         ("expires_at", admin.EmptyFieldListFilter),
     )
     search_fields = ("principal__chitty_id", "permission", "resource_id", "granted_by")
@@ -109,5 +131,7 @@ class GrantAdmin(admin.ModelAdmin):
                 services.revoke_grant(staff_caller(request), grant.pk)
                 done += 1
             except ServiceError as exc:
-                self.message_user(request, f"grant {grant.pk}: {exc.message}", messages.ERROR)
+                self.message_user(
+                    request, f"Could not revoke grant {grant.pk}: {exc.message}", messages.ERROR
+                )
         self.message_user(request, f"{done} grants revoked.", messages.SUCCESS)

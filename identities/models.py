@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 from identities.chitty_ids import ENTITY_TYPES
@@ -35,3 +36,20 @@ class Identity(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+
+class StaffLink(models.Model):
+    """The ChittyID a staff login acts as in the admin. Staff who are not superusers hold exactly that
+    identity's grants there, so the no-escalation rule binds them as it binds any API caller."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_link")
+    identity = models.ForeignKey(Identity, on_delete=models.CASCADE, related_name="staff_links")
+    linked_by = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "staff link"
+        ordering = ["user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} acts as {self.identity.chitty_id}"

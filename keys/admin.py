@@ -1,14 +1,17 @@
 """Staff console for API keys, signing keys and revoked tokens. Every action goes through the services."""
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied as AdminPermissionDenied
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 
 from chittyauth_site.errors import ServiceError
-from identities.admin import staff_caller
+from identities.admin import PrincipalFilter, staff_caller
 from keys import services, signing_keys
 from keys.models import ApiKey, RevokedToken, SigningKey
 
@@ -48,6 +51,25 @@ class ApiKeyCreationForm(forms.ModelForm):
         return data
 
 
+class RotationForm(forms.Form):
+    overlap_seconds = forms.IntegerField(
+        min_value=0,
+        label="Overlap (seconds)",
+        help_text="How long the old key keeps working beside the new one, so clients can switch without "
+        "downtime: 0 ends it now, 300 is 5 minutes, 3600 an hour, 86400 a day; "
+        f"at most {services.MAX_ROTATION_OVERLAP_SECONDS}.",
+    )
+
+
+class RevocationForm(forms.Form):
+    reason = forms.CharField(
+        max_length=255,
+        required=False,
+        help_text="Recorded on the key and in the audit trail.",
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
+
+
 def key_status(key: ApiKey) -> str:
     now = timezone.now()
     if key.revoked_at and key.revoked_at <= now:
@@ -55,6 +77,34 @@ def key_status(key: ApiKey) -> str:
     if key.expires_at and key.expires_at <= now:
         return "expired"
     return "rotating out" if key.revoked_at else "live"
+
+
+class KeyStatusFilter(admin.SimpleListFilter):
+    """The same four states as the status column, judged against the clock now."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [
+            ("live", "Live"),
+            ("rotating", "Rotating out"),
+            ("revoked", "Revoked"),
+            ("expired", "Expired"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset):
+        now = timezone.now()
+        revoked = Q(revoked_at__lte=now)
+        expired = Q(expires_at__lte=now) & ~revoked
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        conditions = {
+            "live": Q(revoked_at__isnull=True) & unexpired,
+            "rotating": Q(revoked_at__gt=now) & unexpired,
+            "revoked": revoked,
+            "expired": expired,
+        }
+        return queryset.filter(conditions[self.value()]) if self.value() in conditions else queryset
 
 
 @admin.register(ApiKey)
@@ -71,7 +121,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "expires_at",
         "created_at",
     )
-    list_filter = ("environment", ("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    list_filter = (KeyStatusFilter, PrincipalFilter, "environment", "created_at")
     search_fields = ("key_id", "display_prefix", "name", "principal__chitty_id")
     list_select_related = ("principal",)
     actions = ("revoke_selected", "rotate_selected")
@@ -124,6 +174,20 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False
 
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/rotate/", view(self.rotate_view), name="keys_apikey_rotate"),
+            path("<path:object_id>/revoke/", view(self.revoke_view), name="keys_apikey_revoke"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        key = self.get_object(request, object_id)
+        if key is not None:
+            extra_context = {**(extra_context or {}), "key_status": key_status(key)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def _shown_once(self, request: HttpRequest, issued: list, heading: str) -> TemplateResponse:
         context = {
             **self.admin_site.each_context(request),
@@ -146,20 +210,84 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 )
                 done += 1
             except ServiceError as exc:
-                self.message_user(request, f"{key.key_id}: {exc.message}", messages.ERROR)
+                self.message_user(request, f"Could not revoke {key.key_id}: {exc.message}", messages.ERROR)
         self.message_user(request, f"{done} keys revoked.", messages.SUCCESS)
 
-    @admin.action(description="Rotate selected API keys (old keys keep working for the default overlap)")
-    def rotate_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
-        issued = []
-        for key in queryset:
+    @admin.action(description="Rotate selected API keys (choose how long the old keys keep working)")
+    def rotate_selected(self, request: HttpRequest, queryset) -> TemplateResponse:
+        """First ask for the overlap; rotate when staff apply it. The new secrets are shown once."""
+        return self._rotate(request, list(queryset), "apply" in request.POST, bulk=True)
+
+    def rotate_view(self, request: HttpRequest, object_id: str) -> TemplateResponse:
+        key = self._changeable_key(request, object_id)
+        return self._rotate(request, [key], request.method == "POST", bulk=False)
+
+    def _rotate(self, request: HttpRequest, keys: list[ApiKey], submitted: bool, *, bulk: bool):
+        form = RotationForm(
+            request.POST if submitted else None,
+            initial={"overlap_seconds": settings.API_KEY_ROTATION_OVERLAP_SECONDS},
+        )
+        refusals = []
+        if form.is_valid():
+            issued = []
+            for key in keys:
+                try:
+                    issued.append(
+                        services.rotate_api_key(
+                            staff_caller(request),
+                            key.key_id,
+                            overlap_seconds=form.cleaned_data["overlap_seconds"],
+                        )
+                    )
+                except ServiceError as exc:
+                    refusals.append(f"Could not rotate {key.key_id}: {exc.message} ({exc.code})")
+            if issued:
+                for refusal in refusals:
+                    self.message_user(request, refusal, messages.ERROR)
+                return self._shown_once(request, issued, "API keys rotated" if bulk else "API key rotated")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Rotate {len(keys)} API key{'' if len(keys) == 1 else 's'}",
+            "opts": self.opts,
+            "keys": keys,
+            "form": form,
+            "refusals": refusals,
+            "bulk": bulk,
+            "action": request.POST.get("action", ""),
+        }
+        return TemplateResponse(request, "admin/keys/rotate.html", context)
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        key = self._changeable_key(request, object_id)
+        form = RevocationForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
             try:
-                issued.append(services.rotate_api_key(staff_caller(request), key.key_id))
+                services.revoke_api_key(
+                    staff_caller(request),
+                    key.key_id,
+                    reason=form.cleaned_data["reason"] or "revoked by staff in the admin",
+                )
             except ServiceError as exc:
-                self.message_user(request, f"{key.key_id}: {exc.message}", messages.ERROR)
-        if issued:
-            return self._shown_once(request, issued, "API keys rotated")
-        return None
+                self.message_user(
+                    request, f"Could not revoke {key.key_id}: {exc.message} ({exc.code})", messages.ERROR
+                )
+            else:
+                self.message_user(request, f"Revoked {key.key_id}.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:keys_apikey_change", args=[key.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Revoke {key.key_id}?",
+            "opts": self.opts,
+            "key": key,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/keys/revoke.html", context)
+
+    def _changeable_key(self, request: HttpRequest, object_id: str) -> ApiKey:
+        key = self.get_object(request, object_id)
+        if key is None or not self.has_change_permission(request, key):
+            raise AdminPermissionDenied
+        return key
 
 
 @admin.register(SigningKey)

@@ -2,23 +2,29 @@
 
 from django.contrib import admin, messages
 from django.http import HttpRequest
+from django.utils import timezone
 
 from chittyauth_site.errors import ServiceError
-from identities.admin import staff_caller
+from identities.admin import PrincipalFilter, staff_caller
 from sessions import services
 from sessions.models import AuthSession
 
 
 class LiveFilter(admin.SimpleListFilter):
+    """Live means usable now: not ended and not past its expiry (cleanup ends expired ones later)."""
+
     title = "state"
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return (("live", "Live"), ("ended", "Ended"))
+        return (("live", "Live"), ("expired", "Expired, not yet ended"), ("ended", "Ended"))
 
     def queryset(self, request, queryset):
+        now = timezone.now()
         if self.value() == "live":
-            return queryset.filter(ended_at__isnull=True)
+            return queryset.filter(ended_at__isnull=True).exclude(expires_at__lte=now)
+        if self.value() == "expired":
+            return queryset.filter(ended_at__isnull=True, expires_at__lte=now)
         if self.value() == "ended":
             return queryset.filter(ended_at__isnull=False)
         return queryset
@@ -38,7 +44,7 @@ class AuthSessionAdmin(admin.ModelAdmin):
         "ended_at",
         "end_reason",
     )
-    list_filter = (LiveFilter, "channel", "credential_type", "started_at")
+    list_filter = (LiveFilter, PrincipalFilter, "channel", "credential_type", "started_at")
     search_fields = ("session_id", "principal__chitty_id", "credential_id", "=client_address")
     list_select_related = ("principal",)
     actions = ("end_selected", "end_all_of_principals")
@@ -63,7 +69,9 @@ class AuthSessionAdmin(admin.ModelAdmin):
                 )
                 ended += 1
             except ServiceError as exc:
-                self.message_user(request, f"{session.session_id}: {exc.message}", messages.ERROR)
+                self.message_user(
+                    request, f"Could not end {session.session_id}: {exc.message}", messages.ERROR
+                )
         self.message_user(request, f"{ended} sessions ended.", messages.SUCCESS)
 
     @admin.action(description="End ALL sessions of the selected sessions' principals")

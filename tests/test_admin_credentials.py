@@ -22,12 +22,18 @@ SECRET_RE = re.compile(r"chitty_live_[0-9A-Za-z]{49}")
 pytestmark = pytest.mark.django_db
 
 
+def log_in(username: str, password: str) -> Client:
+    """Through the admin's login page: django-axes checks every login against a real request."""
+    client = Client()
+    response = client.post("/admin/login/", {"username": username, "password": password, "next": "/admin/"})
+    assert response.status_code == 302, response.content.decode()
+    return client
+
+
 @pytest.fixture
 def staff(db) -> Client:
     User.objects.create_superuser("root", "root@example.org", "a-long-admin-password")
-    client = Client()
-    client.login(username="root", password="a-long-admin-password")
-    return client
+    return log_in("root", "a-long-admin-password")
 
 
 @pytest.fixture
@@ -79,7 +85,18 @@ class TestApiKeyAdmin:
         rotated = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["documents:read"])
         run_action(staff, "/admin/keys/apikey/", "revoke_selected", [revoked.api_key.pk])
         assert verify_api_key(revoked.secret).code == "REVOKED"
-        response = run_action(staff, "/admin/keys/apikey/", "rotate_selected", [rotated.api_key.pk])
+        overlap_form = run_action(staff, "/admin/keys/apikey/", "rotate_selected", [rotated.api_key.pk])
+        assert 'name="overlap_seconds"' in overlap_form.content.decode()
+        assert not SECRET_RE.search(overlap_form.content.decode())
+        response = staff.post(
+            "/admin/keys/apikey/",
+            {
+                "action": "rotate_selected",
+                "_selected_action": [str(rotated.api_key.pk)],
+                "apply": "yes",
+                "overlap_seconds": "300",
+            },
+        )
         [new_secret] = set(SECRET_RE.findall(response.content.decode()))
         assert verify_api_key(new_secret).valid
         assert verify_api_key(rotated.secret).valid  # still inside the default overlap
@@ -118,8 +135,7 @@ class TestGrantAdmin:
         from django.contrib.auth.models import Permission
 
         user.user_permissions.add(*Permission.objects.filter(codename__in=["add_grant", "view_grant"]))
-        client = Client()
-        client.login(username="helpdesk", password="another-long-password")
+        client = log_in("helpdesk", "another-long-password")
         response = client.post("/admin/grants/grant/add/", {"chitty_id": ALICE, "permission": "audit:read"})
         assert "PERMISSION_DENIED" in response.content.decode()
         assert not Grant.objects.filter(permission="audit:read").exists()
