@@ -1,10 +1,10 @@
 """Sessions: open, touch, list and end them. Ending one is audited, revokes a JWT session's token, and
 closes its live connections on every server process through the channel layer."""
 
+import asyncio
 import logging
 import secrets
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -293,22 +293,34 @@ def _end(sessions: list[AuthSession], *, actor: str, reason: str, client_address
 
 
 def close_live_connections(session_ids: list[str], reason: str) -> list[str]:
-    """Tell every server process to close these sessions' connections. Failures are logged and returned —
-    never dropped silently — and connections also re-check liveness on their next message."""
+    """Tell every server process to close these sessions' connections; returns the ids it could not reach.
+
+    All messages go out in one event loop. When the channel layer (Redis) stays down through the retries,
+    the rest are not attempted: they are reported, never dropped silently, and the database already says
+    "ended", which connections re-check on their next message."""
+    if not session_ids:
+        return []
+    return async_to_sync(_broadcast_ends)(list(session_ids), reason)
+
+
+async def _broadcast_ends(session_ids: list[str], reason: str) -> list[str]:
     layer = get_channel_layer()
-    failed = []
-    for session_id in session_ids:
+    for position, session_id in enumerate(session_ids):
+        message = {"type": CLOSE_MESSAGE_TYPE, "session_id": session_id, "reason": reason}
         for attempt in range(CLOSE_ATTEMPTS):
             try:
-                message = {"type": CLOSE_MESSAGE_TYPE, "session_id": session_id, "reason": reason}
-                async_to_sync(layer.group_send)(session_group(session_id), message)
+                await layer.group_send(session_group(session_id), message)
                 break
-            except Exception:  # the channel layer (Redis) is down; the database already says "ended"  # noqa: BLE001
+            except Exception:  # noqa: BLE001
                 if attempt + 1 < CLOSE_ATTEMPTS:
-                    time.sleep(0.05 * 2**attempt)
+                    await asyncio.sleep(0.05 * 2**attempt)
         else:
+            unreached = session_ids[position:]
             logger.warning(
-                "Could not broadcast the end of session %s; its connections close on next use", session_id
+                "Could not broadcast the end of session %s (channel layer unavailable); %d sessions' connections "
+                "will close on their next message instead",
+                session_id,
+                len(unreached),
             )
-            failed.append(session_id)
-    return failed
+            return unreached
+    return []

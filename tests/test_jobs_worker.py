@@ -1,0 +1,336 @@
+"""The jobs in real processes: a Celery worker runs the cleanup task it is sent (through Redis, and through
+the embedded default's filesystem broker), beat fires a schedule kept in the database, and the commands
+exit as documented.
+
+The processes share a database of their own: a SQLite file, or on the PostgreSQL pass a separate PostgreSQL
+database created for the test and dropped after it.
+"""
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings
+
+from tests.conftest import free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WAIT_SECONDS = 90
+STOP_SECONDS = 15
+# Each process gets exactly the configuration the test gives it.
+INHERITED_SETTINGS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CHITTYID_ENDPOINT",
+    "ENVIRONMENT",
+    "DEBUG",
+    "CHITTYAUTH_VAR_DIR",
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the subprocesses run (imported there after django.setup())
+
+
+def seed_cleanup_work() -> None:
+    from django.utils import timezone
+
+    from identities.models import Identity
+    from keys.models import RevokedToken
+    from sessions.models import AuthSession
+
+    now = timezone.now()
+    identity = Identity.objects.create(chitty_id="CHITTY-PEO-WORKER-1", entity_type="PEO")
+    RevokedToken.objects.create(jti="expired", expires_at=now - timedelta(minutes=1))
+    RevokedToken.objects.create(jti="current", expires_at=now + timedelta(hours=1))
+    AuthSession.objects.create(
+        session_id="ses_idle",
+        principal=identity,
+        credential_type="api_key",
+        credential_id="key_worker",
+        channel="rest",
+        last_seen_at=now - timedelta(hours=2),
+    )
+
+
+def seed_every_second_schedule(queue: str) -> None:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    interval, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="cleanup every second", task="jobs.cleanup", interval=interval, queue=queue
+    )
+
+
+def seed_remote_identity() -> None:
+    from identities.models import Identity
+
+    Identity.objects.create(chitty_id="CHITTY-PEO-REMOTE-1", entity_type="PEO", source="remote")
+
+
+def send_cleanup(queue: str) -> None:
+    from jobs.tasks import cleanup
+
+    cleanup.apply_async(queue=queue)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+@pytest.fixture
+def database_url(tmp_path) -> Iterator[str]:
+    """A database for the subprocesses, migrated by a subprocess."""
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+        migrate(url, tmp_path)
+        yield url
+        return
+    server = settings.DATABASES["default"]
+    params = {
+        "host": server["HOST"] or "127.0.0.1",
+        "port": server["PORT"] or 5432,
+        "user": server["USER"],
+        "password": server["PASSWORD"] or None,
+    }
+    name = f"chittyauth_jobs_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            credentials = params["user"] + (f":{params['password']}" if params["password"] else "")
+            url = f"postgres://{credentials}@{params['host']}:{params['port']}/{name}"
+            migrate(url, tmp_path)
+            yield url
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def process_env(database: str, tmp_path: Path, *, redis: bool = False, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
+    env.update(
+        DJANGO_SETTINGS_MODULE="chittyauth_site.settings",
+        DATABASE_URL=database,
+        CHITTYAUTH_VAR_DIR=str(tmp_path / "var"),
+        **extra,
+    )
+    if redis:
+        env["REDIS_URL"] = settings.REDIS_URL
+    return env
+
+
+def migrate(database: str, tmp_path: Path) -> None:
+    env = process_env(database, tmp_path)
+    (tmp_path / "var").mkdir(exist_ok=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        timeout=180,
+    )
+
+
+def run_here(env: dict[str, str], function: str, *args: str) -> None:
+    """Call one of this module's functions in a fresh process configured by `env`."""
+    code = (
+        f"import sys, django; django.setup(); import tests.test_jobs_worker as m; m.{function}(*sys.argv[1:])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def query(database: str, sql: str) -> list[tuple]:
+    if database.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(database.removeprefix("sqlite:///"), timeout=30)) as db:
+            return db.execute(sql).fetchall()
+    with psycopg.connect(database.replace("postgres://", "postgresql://", 1)) as db:
+        return db.execute(sql).fetchall()
+
+
+@contextlib.contextmanager
+def celery(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen]:
+    """A celery process in its own process group, stopped (group and all) however the test ends."""
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "chittyauth_site", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=STOP_SECONDS)
+
+
+def worker_args(queue: str) -> tuple[str, ...]:
+    return (
+        "worker",
+        "--pool",
+        "solo",
+        "--queues",
+        queue,
+        "--hostname",
+        f"{queue}@%h",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    )
+
+
+def wait_until(condition: Callable[[], bool], processes: list[subprocess.Popen], logs: list[Path]) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        for process, log in zip(processes, logs, strict=True):
+            assert process.poll() is None, (
+                f"{process.args} exited with {process.returncode}:\n{log.read_text()}"
+            )
+        time.sleep(0.3)
+    output = "\n".join(f"--- {log.name}\n{log.read_text()}" for log in logs)
+    raise AssertionError(f"Nothing happened within {WAIT_SECONDS}s:\n{output}")
+
+
+def cleanup_ran(database: str) -> bool:
+    return query(database, "SELECT outcome FROM jobs_jobrun WHERE job = 'cleanup'") == [("success",)]
+
+
+def assert_cleanup_effects(database: str) -> None:
+    assert query(database, "SELECT jti FROM keys_revokedtoken") == [("current",)]
+    ((ended_at, reason),) = query(
+        database, "SELECT ended_at, end_reason FROM auth_sessions_authsession WHERE session_id = 'ses_idle'"
+    )
+    assert ended_at is not None
+    assert reason.startswith("idle for more than")
+    actors = query(database, "SELECT DISTINCT actor FROM audit_auditevent WHERE action = 'jobs.cleanup'")
+    assert actors == [("system:cleanup",)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tests
+
+
+@pytest.mark.parametrize(
+    "broker", [pytest.param("redis", marks=pytest.mark.redis), pytest.param("filesystem", id="filesystem")]
+)
+def test_a_worker_runs_the_cleanup_task_it_is_sent(broker, database_url, tmp_path):
+    env = process_env(database_url, tmp_path, redis=broker == "redis")
+    run_here(env, "seed_cleanup_work")
+    queue = f"jobs-test-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+
+    with celery(env, log, *worker_args(queue)) as worker:
+        run_here(env, "send_cleanup", queue)
+        wait_until(lambda: cleanup_ran(database_url), [worker], [log])
+
+    assert_cleanup_effects(database_url)
+
+
+def test_beat_fires_a_schedule_kept_in_the_database(database_url, tmp_path):
+    env = process_env(database_url, tmp_path, redis=bool(settings.REDIS_URL))
+    run_here(env, "seed_cleanup_work")
+    queue = f"jobs-test-{uuid.uuid4().hex[:8]}"
+    run_here(env, "seed_every_second_schedule", queue)
+    worker_log, beat_log = tmp_path / "worker.log", tmp_path / "beat.log"
+    beat_args = (
+        "beat",
+        "--schedule",
+        str(tmp_path / "beat-schedule"),
+        "--max-interval",
+        "1",
+        "--loglevel",
+        "INFO",
+    )
+
+    with celery(env, worker_log, *worker_args(queue)) as worker, celery(env, beat_log, *beat_args) as beat:
+        wait_until(
+            lambda: (
+                query(database_url, "SELECT count(*) FROM jobs_jobrun WHERE outcome = 'success'")[0][0] >= 1
+            ),
+            [worker, beat],
+            [worker_log, beat_log],
+        )
+
+    assert "DatabaseScheduler" in beat_log.read_text()
+    assert_cleanup_effects(database_url)
+    ((last_run_at, runs),) = query(
+        database_url,
+        "SELECT last_run_at, total_run_count FROM django_celery_beat_periodictask WHERE name = 'cleanup every second'",
+    )
+    assert last_run_at is not None
+    assert runs >= 1
+
+
+def test_migrate_installs_the_default_schedules(database_url):
+    rows = query(
+        database_url,
+        "SELECT t.task, i.every, i.period, t.expire_seconds, t.enabled FROM django_celery_beat_periodictask t "
+        "JOIN django_celery_beat_intervalschedule i ON i.id = t.interval_id ORDER BY t.task",
+    )
+    assert rows == [
+        ("jobs.cleanup", 15, "minutes", 900, True),
+        ("jobs.revalidate_identities", 60, "minutes", 3600, True),
+    ]
+
+
+def test_the_commands_exit_codes(database_url, tmp_path):
+    env = process_env(database_url, tmp_path)
+    run_here(env, "seed_cleanup_work")
+    run_here(env, "seed_remote_identity")
+    manage = [sys.executable, "manage.py"]
+
+    cleaned = subprocess.run(
+        [*manage, "cleanup"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    unreachable = {
+        **env,
+        "CHITTYID_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "CHITTYID_RETRIES": "0",
+        "CHITTYID_TIMEOUT_SECONDS": "1",
+    }
+    revalidated = subprocess.run(
+        [*manage, "revalidate_identities"],
+        cwd=REPO_ROOT,
+        env=unreachable,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "deleted 1 expired revoked-token entries" in cleaned.stdout
+    assert "100%" not in cleaned.stderr, "no progress bar when stderr is not a terminal"
+    assert revalidated.returncode == 3
+    assert "ChittyID authority unavailable" in revalidated.stderr
+    assert "stopped" in revalidated.stdout
+    assert query(database_url, "SELECT status FROM identities_identity WHERE source = 'remote'") == [
+        ("active",)
+    ]
