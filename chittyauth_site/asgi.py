@@ -1,4 +1,5 @@
-"""ASGI entry point for daphne: HTTP through Django, WebSocket through Channels."""
+"""ASGI entry point for daphne: HTTP through Django (MCP's Streamable HTTP at `/mcp`), WebSocket through
+Channels (MCP at `/mcp/ws`)."""
 
 import os
 
@@ -9,4 +10,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chittyauth_site.settings")
 
 django_asgi_app = get_asgi_application()
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from mcp_endpoint.http import with_mcp_http  # noqa: E402 - needs the apps loaded by get_asgi_application()
+from mcp_endpoint.routing import websocket_application  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {"http": with_mcp_http(django_asgi_app), "websocket": websocket_application()}
+)

@@ -193,6 +193,11 @@ CHITTYID_RETRIES = _env_int("CHITTYID_RETRIES", 2)
 CHITTYID_CACHE_SECONDS = _env_int("CHITTYID_CACHE_SECONDS", 60)
 
 SESSION_TIMEOUT = _env_int("SESSION_TIMEOUT", 3600)
+# Live sessions one principal may hold (0: no limit); past it, end the oldest or refuse the newest.
+MAX_SESSIONS_PER_PRINCIPAL = _env_int("MAX_SESSIONS_PER_PRINCIPAL", 0)
+SESSION_LIMIT_POLICY = os.environ.get("SESSION_LIMIT_POLICY", "end_oldest")
+if SESSION_LIMIT_POLICY not in ("end_oldest", "refuse_newest"):
+    raise ImproperlyConfigured("SESSION_LIMIT_POLICY must be end_oldest or refuse_newest")
 
 # JWTs: HS256 with JWT_SECRET as the seed documents, or EdDSA / ES256 with rotating keys published as JWKS.
 JWT_ISSUER = os.environ.get("JWT_ISSUER", "chittyauth")
@@ -253,6 +258,19 @@ if min(CLEANUP_RETENTION_DAYS, CLEANUP_BATCH_SIZE, REVALIDATION_BATCH_SIZE) < 1:
         "CLEANUP_RETENTION_DAYS, CLEANUP_BATCH_SIZE and REVALIDATION_BATCH_SIZE must each be at least 1"
     )
 
+# MCP
+# This service's public base URL: the authorization server named in the MCP resource metadata (RFC 9728).
+CHITTYAUTH_BASE_URL = os.environ.get("CHITTYAUTH_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# The Streamable HTTP endpoint's public URL, as clients reach it.
+MCP_RESOURCE_URL = os.environ.get("MCP_RESOURCE_URL", f"{CHITTYAUTH_BASE_URL}/mcp")
+# Largest WebSocket text frame handled; bigger ones get a JSON-RPC error. Keep it within daphne's
+# --websocket-max-message-size (1 MiB by default), above which daphne closes the connection itself.
+MCP_MAX_FRAME_BYTES = _env_int("MCP_MAX_FRAME_BYTES", 1024 * 1024)
+# Threads running MCP tool calls in each server process; each may hold a database connection during a call.
+MCP_WORKER_THREADS = _env_int("MCP_WORKER_THREADS", 32)
+if min(MCP_MAX_FRAME_BYTES, MCP_WORKER_THREADS) < 1:
+    raise ImproperlyConfigured("MCP_MAX_FRAME_BYTES and MCP_WORKER_THREADS must each be at least 1")
+
 # Admin console
 # Every login is checked by django-axes first: a locked-out address or account never reaches the password check.
 AUTHENTICATION_BACKENDS = [
@@ -269,3 +287,85 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 if min(AXES_FAILURE_LIMIT, AXES_COOLOFF_TIME) <= 0:
     raise ImproperlyConfigured("ADMIN_LOGIN_FAILURE_LIMIT and ADMIN_LOCKOUT_MINUTES must each be at least 1")
+
+# OAuth 2.1
+# ChittyAuth is the authorization server for MCP clients and services (django-oauth-toolkit, the `oauth` app).
+# Its access tokens are JWTs signed like every other token here, so `keys.credentials.authenticate_bearer` and
+# `validate_jwt` accept them through the one path.
+INSTALLED_APPS += ["oauth2_provider", "oauth"]
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth.Client"
+# The toolkit's own token model, named so migrations can depend on it as the swappable model it is.
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105 - a model name
+# The issuer is CHITTYAUTH_BASE_URL (an origin, no path) with its trailing slash, exactly as the /mcp resource
+# metadata renders it: RFC 8414, RFC 9207 and MCP clients compare issuers as plain strings.
+OAUTH_ISSUER = f"{CHITTYAUTH_BASE_URL}/"
+OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS = _env_int("OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS", 3600)
+# A refresh token dies this long after its last access token expired; each use rotates it.
+OAUTH_REFRESH_TOKEN_LIFETIME_SECONDS = _env_int("OAUTH_REFRESH_TOKEN_LIFETIME_SECONDS", 30 * 24 * 3600)
+# Off: anyone may register an interactive client (MCP clients register themselves). On: registration needs
+# `Authorization: Bearer <API key or JWT>` whose effective permissions include `oauth_clients:register`.
+OAUTH_DCR_REQUIRE_INITIAL_ACCESS_TOKEN = _env_bool("OAUTH_DCR_REQUIRE_INITIAL_ACCESS_TOKEN", False)
+# How long the RFC 7592 registration access token handed to a dynamically registered client lives.
+OAUTH_DCR_REGISTRATION_TOKEN_LIFETIME_SECONDS = _env_int(
+    "OAUTH_DCR_REGISTRATION_TOKEN_LIFETIME_SECONDS", 30 * 24 * 3600
+)
+# Resource indicators (RFC 8707) of other ChittyOS services tokens may be minted for. Their tokens carry that
+# resource as `aud` and are refused here; this service itself (CHITTYAUTH_BASE_URL and MCP_RESOURCE_URL, and
+# anything under them) is the audience JWT_AUDIENCE, like every other token it accepts.
+OAUTH_EXTERNAL_RESOURCES = _env_list("OAUTH_EXTERNAL_RESOURCES", [])
+if not 0 < OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS <= JWT_MAX_LIFETIME_SECONDS:
+    raise ImproperlyConfigured(
+        "OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS must be between 1 and JWT_MAX_LIFETIME_SECONDS"
+    )
+if min(OAUTH_REFRESH_TOKEN_LIFETIME_SECONDS, OAUTH_DCR_REGISTRATION_TOKEN_LIFETIME_SECONDS) < 1:
+    raise ImproperlyConfigured(
+        "OAUTH_REFRESH_TOKEN_LIFETIME_SECONDS and OAUTH_DCR_REGISTRATION_TOKEN_LIFETIME_SECONDS must each be at least 1"
+    )
+OAUTH2_PROVIDER = {
+    "OAUTH2_VALIDATOR_CLASS": "oauth.validators.ChittyAuthValidator",
+    "CLIENT_SECRET_HASHER": "chittyauth_client_sha256",
+    "SCOPES_BACKEND_CLASS": "oauth.scopes.PermissionScopes",
+    # django-oauth-toolkit registers the client model in the admin with this class.
+    "APPLICATION_ADMIN_CLASS": "oauth.admin.ClientAdmin",
+    "OIDC_ISS_ENDPOINT": OAUTH_ISSUER,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": OAUTH_REFRESH_TOKEN_LIFETIME_SECONDS,
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ROTATE_REFRESH_TOKEN": True,
+    # A rotated refresh token presented again revokes its whole family (RFC 9700 §4.14.2); no grace period.
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+    "PKCE_REQUIRED": True,
+    "REQUEST_APPROVAL_PROMPT": "force",
+    # `http` only for loopback redirect URIs (RFC 8252), which `oauth.models.Client.clean` enforces.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https", "http"],
+    "ALLOW_LOCALHOST_LOOPBACK": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "DCR_ENABLED": True,
+    # Who may register is decided by oauth.views.RegistrationView (OAUTH_DCR_REQUIRE_INITIAL_ACCESS_TOKEN).
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+    "DCR_REGISTRATION_TOKEN_EXPIRE_SECONDS": OAUTH_DCR_REGISTRATION_TOKEN_LIFETIME_SECONDS,
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "client_credentials", "refresh_token"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post", "none"],
+}
+# Django's default hashers for staff passwords (the first signs new ones), and SHA-256 for high-entropy OAuth
+# client secrets (see oauth/hashers.py).
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    "oauth.hashers.ClientSecretHasher",
+]
+# W008 flags `http` among the redirect schemes; it is allowed for loopback redirect URIs only (see above).
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W008"]

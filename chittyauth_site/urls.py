@@ -43,6 +43,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path(".well-known/jwks.json", jwks_view, name="jwks"),
+    path("", include("oauth.urls")),
     path("api/v1/", include(api_v1)),
     path(
         "api/schema/",

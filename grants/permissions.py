@@ -30,6 +30,9 @@ KNOWN_PERMISSIONS = (
     "sessions:revoke",
     "audit:read",
     "signing_keys:rotate",
+    "jobs:run",
+    "oauth_clients:register",
+    "oauth_clients:manage",
 )
 
 

@@ -77,7 +77,7 @@ def open_session(
 
 
 def _enforce_session_limit(caller: Caller) -> None:
-    limit = getattr(settings, "MAX_SESSIONS_PER_PRINCIPAL", 0)
+    limit = settings.MAX_SESSIONS_PER_PRINCIPAL
     if not limit:
         return
     live = list(
@@ -88,7 +88,7 @@ def _enforce_session_limit(caller: Caller) -> None:
     excess = len(live) - limit + 1
     if excess <= 0:
         return
-    if getattr(settings, "SESSION_LIMIT_POLICY", "end_oldest") == "refuse_newest":
+    if settings.SESSION_LIMIT_POLICY == "refuse_newest":
         record(
             "session.open",
             outcome="denied",

@@ -25,8 +25,12 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
-    """Staff passwords in tests need no brute-force resistance; the real hasher only slows the suite."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    """Staff passwords in tests need no brute-force resistance; the real hasher only slows the suite.
+    OAuth client secrets keep their own hasher."""
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "oauth.hashers.ClientSecretHasher",
+    ]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,215 @@
+"""What both benchmark scripts share: the backends they run on, throwaway databases, worker processes,
+interleaved timing, medians, and the sections of RESULTS.md they own.
+
+Settings are read once per process, so each backend (SQLite or PostgreSQL, with or without Redis) is
+measured in its own worker process started with that backend's environment; the parent only orchestrates.
+The machine is shared and noisy: contenders are interleaved round by round, order rotated each round,
+and every figure is a median; ratios are taken within a round, then the median of those is reported.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import django
+import psycopg
+from psycopg import sql
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS_FILE = BENCH_DIR / "RESULTS.md"
+RESULTS_TITLE = "# Benchmark results"
+POSTGRES_SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432").rstrip("/")
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One configuration to measure on: the embedded database or PostgreSQL, with or without Redis."""
+
+    name: str
+    database: str
+    redis: bool
+
+
+BACKENDS = {
+    backend.name: backend
+    for backend in (
+        Backend("sqlite", "sqlite", redis=False),
+        Backend("sqlite+redis", "sqlite", redis=True),
+        Backend("postgres", "postgres", redis=False),
+        Backend("postgres+redis", "postgres", redis=True),
+    )
+}
+
+
+def parse_backends(value: str) -> list[Backend]:
+    """`--backends sqlite,postgres+redis` (argparse type)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown or not names:
+        raise ValueError(f"unknown backends {unknown}; choose from {', '.join(BACKENDS)}")
+    return [BACKENDS[name] for name in names]
+
+
+@contextmanager
+def throwaway_database(backend: Backend, name: str) -> Iterator[str]:
+    """The URL of a new, empty database for one worker; removed afterwards, whatever happens."""
+    if backend.database == "sqlite":
+        folder = tempfile.mkdtemp(prefix=f"{name}-")
+        try:
+            yield f"sqlite:///{folder}/bench.sqlite3"
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    _drop_and_create_postgres_database(name, create=True)
+    try:
+        yield f"{POSTGRES_SERVER_URL}/{name}"
+    finally:
+        _drop_and_create_postgres_database(name, create=False)
+
+
+def _drop_and_create_postgres_database(name: str, *, create: bool) -> None:
+    with psycopg.connect(f"{POSTGRES_SERVER_URL}/postgres", autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if create:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def backend_environment(backend: Backend, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment a worker (or server) for `backend` runs with: bench settings, its database and cache."""
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    environment.pop("REDIS_URL", None)
+    if backend.redis:
+        environment["REDIS_URL"] = BENCH_REDIS_URL
+    return environment
+
+
+def run_worker(module: str, environment: dict[str, str], *args: str) -> dict:
+    """Run `python -m module --worker RESULT_FILE ...` and return the JSON it left in RESULT_FILE."""
+    with tempfile.TemporaryDirectory(prefix="chittyauth-bench-") as folder:
+        result_file = Path(folder) / "result.json"
+        subprocess.run(
+            [sys.executable, "-m", module, "--worker", str(result_file), *args],
+            cwd=ROOT,
+            env=environment,
+            check=True,
+        )
+        return json.loads(result_file.read_text())
+
+
+def interleaved(
+    contenders: dict[str, Callable[[object], object]],
+    inputs: Callable[[str, int], Sequence[object]],
+    rounds: int,
+) -> dict[str, list[float]]:
+    """Nanoseconds per call of each contender, one batch per round over `inputs(name, round)`.
+
+    The contenders take turns within every round, in an order rotated each round, so load on the shared
+    machine lands on all of them alike.
+    """
+    names = list(contenders)
+    per_call: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            call, batch = contenders[name], inputs(name, round_number)
+            started = time.perf_counter_ns()
+            for item in batch:
+                call(item)
+            per_call[name].append((time.perf_counter_ns() - started) / len(batch))
+    return per_call
+
+
+def interleaved_cold(
+    contenders: dict[str, tuple[Callable[[], None], Callable[[], object]]],
+    rounds: int,
+    calls_per_round: int,
+) -> dict[str, list[float]]:
+    """Median nanoseconds per round of single calls each made right after its untimed reset.
+
+    `contenders` maps a name to (reset, call); the contenders alternate call by call.
+    """
+    names = list(contenders)
+    per_round: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        samples: dict[str, list[int]] = {name: [] for name in names}
+        for call_number in range(calls_per_round):
+            shift = (round_number + call_number) % len(names)
+            for name in names[shift:] + names[:shift]:
+                reset, call = contenders[name]
+                reset()
+                started = time.perf_counter_ns()
+                call()
+                samples[name].append(time.perf_counter_ns() - started)
+        for name in names:
+            per_round[name].append(statistics.median(samples[name]))
+    return per_round
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """`numerator / denominator` per round: the median and the range across rounds."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, numerator: Sequence[float], denominator: Sequence[float]) -> "Ratio":
+        ratios = [top / bottom for top, bottom in zip(numerator, denominator, strict=True)]
+        return cls(statistics.median(ratios), min(ratios), max(ratios))
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def format_duration(nanoseconds: float) -> str:
+    if nanoseconds >= 1_000_000:
+        return f"{nanoseconds / 1_000_000:.2f} ms"
+    return f"{nanoseconds / 1000:.1f} µs"
+
+
+def machine_summary() -> str:
+    """When and on what the figures were taken, so a reader can judge the noise."""
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} CPUs · load average at start {load} · "
+        f"Python {sys.version.split()[0]} · Django {django.get_version()}"
+    )
+
+
+def write_results_section(heading: str, body: str) -> None:
+    """Replace the `## heading` section of RESULTS.md (or append it); every other section is left as it is."""
+    marker = f"## {heading}"
+    text = RESULTS_FILE.read_text() if RESULTS_FILE.exists() else f"{RESULTS_TITLE}\n"
+    lines = text.splitlines()
+    section = [marker, "", *body.strip("\n").splitlines(), ""]
+    if marker in lines:
+        start = lines.index(marker)
+        end = next(
+            (index for index in range(start + 1, len(lines)) if lines[index].startswith("## ")), len(lines)
+        )
+        lines[start:end] = section
+    else:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines.extend(section)
+    RESULTS_FILE.write_text("\n".join(lines).rstrip("\n") + "\n")

@@ -1,0 +1,142 @@
+"""Who an MCP connection acts as, and the ChittyAuth session it runs in.
+
+Every transport authenticates through `keys.credentials.authenticate_bearer` and runs in a session:
+
+- An API-key connection opens a session of its own (channel `mcp-websocket`, `mcp-http` or `mcp-stdio`) and
+  ends it when the connection ends.
+- A JWT connection runs in the token's session (opened when it was minted): ending that session revokes the
+  token, so a disconnect must not end it.
+
+Long-lived connections (WebSocket, stdio) re-check, whenever the shared security epoch has moved, that their
+session is still live and their credential still valid, so a revocation stops them at their next message even
+if the close broadcast was lost. All of this is synchronous Django code, run in a worker thread.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from chittyauth_site.errors import ServiceError
+from grants.callers import Caller
+from identities.invalidation import current_epoch
+from keys.credentials import authenticate_bearer
+from sessions.models import AuthSession
+from sessions.services import (
+    LAST_SEEN_WRITE_INTERVAL,
+    end_session,
+    is_live,
+    open_session,
+    touch_credential_session,
+    touch_session,
+)
+
+TOUCH_INTERVAL_SECONDS = LAST_SEEN_WRITE_INTERVAL.total_seconds()
+
+
+class SessionEnded(ServiceError):
+    """The connection's session was ended (by its principal, staff, or the principal's suspension)."""
+
+    code = "SESSION_ENDED"
+    http_status = 401
+
+
+class CallerSource(Protocol):
+    """Where a tool call gets its `Caller` from; `caller()` runs in a worker thread and may refuse."""
+
+    def caller(self) -> Caller: ...
+
+
+@dataclass(frozen=True)
+class FixedCaller:
+    """A caller already authenticated for this one request (Streamable HTTP authenticates every request)."""
+
+    authenticated: Caller
+
+    def caller(self) -> Caller:
+        return self.authenticated
+
+
+class ConnectionSession:
+    """The ChittyAuth session of one MCP connection: liveness re-checked when the epoch moves, `last_seen`
+    written at most once a minute, and ended with the connection when the connection opened it."""
+
+    def __init__(self, session_id: str, *, owned: bool) -> None:
+        self.session_id = session_id
+        self.owned = owned
+        self._epoch = current_epoch()
+        self._touched = time.monotonic()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, caller: Caller, channel: str) -> "ConnectionSession":
+        if caller.credential_type == AuthSession.CredentialType.JWT:
+            return cls(touch_credential_session(caller, channel), owned=False)
+        return cls(open_session(caller, channel).session_id, owned=True)
+
+    def ensure_live(self, recheck: Callable[[], None] = lambda: None) -> None:
+        """Raise `SessionEnded` if the session is over. When the epoch has moved, `recheck` runs too (e.g. the
+        credential); the new epoch is remembered only once every check passed, so a refusal repeats."""
+        with self._lock:
+            epoch = current_epoch()
+            if epoch != self._epoch:
+                if not is_live(self.session_id):
+                    raise SessionEnded(f"Session {self.session_id} has ended", session_id=self.session_id)
+                recheck()
+                self._epoch = epoch
+            now = time.monotonic()
+            if now - self._touched >= TOUCH_INTERVAL_SECONDS:
+                touch_session(self.session_id)
+                self._touched = now
+
+    def end(self, caller: Caller, reason: str) -> None:
+        """End the session if this connection opened it; the principal ends its own, so no permission is needed."""
+        if self.owned:
+            end_session(caller, self.session_id, reason=reason)
+
+
+class LiveConnection:
+    """A long-lived connection (WebSocket, stdio): one credential, one session, re-checked as the epoch moves."""
+
+    def __init__(
+        self,
+        credential: str,
+        caller: Caller,
+        session: ConnectionSession,
+        *,
+        client_address: str | None,
+        user_agent: str,
+    ) -> None:
+        self._credential = credential
+        self._client_address = client_address
+        self._user_agent = user_agent
+        self._caller = replace(caller, session_id=session.session_id)
+        self.session = session
+
+    @classmethod
+    def open(
+        cls, credential: str, channel: str, *, client_address: str | None = None, user_agent: str = ""
+    ) -> "LiveConnection":
+        """Authenticate (refusals are audited by `authenticate_bearer`) and open the connection's session."""
+        caller = authenticate_bearer(credential, client_address=client_address, user_agent=user_agent)
+        session = ConnectionSession.open(caller, channel)
+        return cls(credential, caller, session, client_address=client_address, user_agent=user_agent)
+
+    @property
+    def session_id(self) -> str:
+        return self.session.session_id
+
+    def caller(self) -> Caller:
+        """The connection's caller, after re-checking session and credential if anything changed anywhere."""
+        self.session.ensure_live(self._reauthenticate)
+        return self._caller
+
+    def _reauthenticate(self) -> None:
+        caller = authenticate_bearer(
+            self._credential, client_address=self._client_address, user_agent=self._user_agent
+        )
+        self._caller = replace(caller, session_id=self.session_id)
+
+    def close(self, reason: str) -> None:
+        self.session.end(self._caller, reason)

@@ -1,0 +1,252 @@
+"""MCP over WebSocket at `/mcp/ws`: one JSON-RPC message per text frame, bridged to the SDK server's run loop.
+
+The bearer credential comes in the `Authorization` header or, because the TypeScript SDK's
+WebSocketClientTransport cannot send headers, an `access_token` query parameter. The socket joins its
+session's channel-layer group, so ending the session anywhere closes it; and before each message, if the
+security epoch moved, the session and credential are re-checked, which covers a close broadcast lost while the
+channel layer was down. Closing, the server says why in a last JSON-RPC error (id null, code -32000; daphne
+drops close reasons) and closes with 4401 (credential refused), 4403 (session ended), 4409 (no session could
+be opened), 4503 (the server is stopping; the session is ended first) or 4500 (internal error).
+
+Frames the SDK cannot take (not JSON, a batch, binary, over `MCP_MAX_FRAME_BYTES`, not a JSON-RPC message)
+are answered here with a JSON-RPC error and the connection stays usable.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+import anyio
+import mcp_types as types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
+
+from chittyauth_site.errors import ServiceError
+from keys.credentials import CredentialRejected
+from mcp_endpoint.connections import LiveConnection, SessionEnded
+from mcp_endpoint.server import before_server_shutdown, current_caller_source, mcp_server, run_in_worker
+from sessions.models import AuthSession
+from sessions.services import session_group
+
+logger = logging.getLogger(__name__)
+
+SUBPROTOCOL = "mcp"
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_SESSION_ENDED = 4403
+CLOSE_REFUSED = 4409
+CLOSE_INTERNAL_ERROR = 4500  # daphne (autobahn) closes only with 1000 or 3000-4999
+CLOSE_SERVER_STOPPED = 4503
+SESSION_ENDED = "session ended"
+SERVER_STOPPED = "server stopped"
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's reason fits in 123 bytes
+INBOX_SIZE = 64
+FINISH_GRACE_SECONDS = 5
+
+
+def _close_reason(text: str) -> str:
+    return text.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+
+
+def _presented_credential(scope: dict) -> str:
+    """The bearer from `Authorization: Bearer …`, else the `access_token` query parameter; "" if neither."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, credential = value.decode("latin-1").strip().partition(" ")
+            return credential.strip() if scheme.lower() == "bearer" else ""
+    tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("access_token", [])
+    return tokens[0] if tokens else ""
+
+
+def _header(scope: dict, wanted: bytes) -> str:
+    return next((value.decode("latin-1") for name, value in scope.get("headers", []) if name == wanted), "")
+
+
+def _error_frame(code: int, message: str, request_id: Any = None) -> str:
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+        request_id = None
+    error = types.JSONRPCError(
+        jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
+    )
+    return error.model_dump_json(by_alias=True, exclude_unset=True)
+
+
+class OpenSockets:
+    """The sockets this process serves. daphne stops its event loop on SIGTERM without reliably telling the
+    connections first, so a shutdown hook ends their sessions (and closes them with 4503) before that."""
+
+    def __init__(self) -> None:
+        self._sockets: set[McpWebSocketConsumer] = set()
+        self._hooked = False
+
+    def add(self, socket: "McpWebSocketConsumer") -> None:
+        if not self._hooked:
+            before_server_shutdown(self.shut_down)
+            self._hooked = True
+        self._sockets.add(socket)
+
+    def discard(self, socket: "McpWebSocketConsumer") -> None:
+        self._sockets.discard(socket)
+
+    async def shut_down(self) -> None:
+        if self._sockets:
+            closing = [asyncio.ensure_future(socket.shut_down()) for socket in list(self._sockets)]
+            await asyncio.wait(closing, timeout=FINISH_GRACE_SECONDS)
+
+
+open_sockets = OpenSockets()
+
+
+class McpWebSocketConsumer(AsyncWebsocketConsumer):
+    """One MCP connection: frames are checked here, queued to the SDK server task, and answered as it finishes
+    them (concurrent requests complete out of order, matched by id)."""
+
+    connection: LiveConnection | None = None
+    serving: asyncio.Task | None = None
+    inbox: MemoryObjectSendStream[SessionMessage | Exception] | None = None
+    finished = False
+
+    async def connect(self) -> None:
+        subprotocol = SUBPROTOCOL if SUBPROTOCOL in self.scope.get("subprotocols", []) else None
+        client = self.scope.get("client") or (None, None)
+        try:
+            self.connection = await run_in_worker(
+                LiveConnection.open,
+                _presented_credential(self.scope),
+                AuthSession.Channel.MCP_WEBSOCKET,
+                client_address=client[0],
+                user_agent=_header(self.scope, b"user-agent"),
+            )
+        except ServiceError as exc:
+            await self.accept(subprotocol)
+            close_code = CLOSE_UNAUTHENTICATED if isinstance(exc, CredentialRejected) else CLOSE_REFUSED
+            await self._stop(close_code, f"{exc.code}: {exc.message}")
+            return
+        try:
+            await self.channel_layer.group_add(session_group(self.connection.session_id), self.channel_name)
+        except Exception:  # the channel layer is down; the per-message re-check still ends the socket  # noqa: BLE001
+            logger.warning("MCP WebSocket could not join its session group; relying on per-message checks")
+        await self.accept(subprotocol)
+        open_sockets.add(self)
+        self.inbox, server_inbox = anyio.create_memory_object_stream[SessionMessage | Exception](INBOX_SIZE)
+        self.serving = asyncio.create_task(self._serve(self.connection, server_inbox))
+
+    async def _serve(
+        self, connection: LiveConnection, inbox: MemoryObjectReceiveStream[SessionMessage | Exception]
+    ) -> None:
+        """Drive the SDK server for this socket; its answers go out as text frames, in completion order."""
+        current_caller_source.set(connection)
+        server = mcp_server()
+        answers, outgoing = anyio.create_memory_object_stream[SessionMessage](INBOX_SIZE)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._send_answers, outgoing)
+                await server.run(inbox, answers, server.create_initialization_options())
+        except Exception:  # a bug in the loop: close this socket, never leak a traceback
+            logger.exception("MCP WebSocket server loop failed")
+            await self._stop(CLOSE_INTERNAL_ERROR, "internal error")
+
+    async def _send_answers(self, outgoing: MemoryObjectReceiveStream[SessionMessage]) -> None:
+        async with outgoing:
+            async for answer in outgoing:
+                await self.send(text_data=answer.message.model_dump_json(by_alias=True, exclude_unset=True))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.inbox is None:
+            return
+        if text_data is None:
+            await self.send(text_data=_error_frame(types.INVALID_REQUEST, "Binary frames are not accepted"))
+            return
+        if len(text_data.encode()) > settings.MCP_MAX_FRAME_BYTES:
+            limit = settings.MCP_MAX_FRAME_BYTES
+            await self.send(
+                text_data=_error_frame(types.INVALID_REQUEST, f"Frames are limited to {limit} bytes")
+            )
+            return
+        try:
+            raw = json.loads(text_data)
+        except (ValueError, RecursionError):
+            await self.send(text_data=_error_frame(types.PARSE_ERROR, "Parse error: the frame is not JSON"))
+            return
+        if isinstance(raw, list):
+            await self.send(
+                text_data=_error_frame(types.INVALID_REQUEST, "JSON-RPC batches are not supported")
+            )
+            return
+        try:
+            message = types.jsonrpc_message_adapter.validate_python(raw, by_name=False)
+        except ValidationError:
+            request_id = raw.get("id") if isinstance(raw, dict) else None
+            await self.send(
+                text_data=_error_frame(types.INVALID_REQUEST, "Not a JSON-RPC 2.0 message", request_id)
+            )
+            return
+        inbox = self.inbox
+        if await self._still_allowed():
+            with contextlib.suppress(
+                anyio.BrokenResourceError, anyio.ClosedResourceError
+            ):  # closing meanwhile
+                await inbox.send(SessionMessage(message))
+
+    async def _still_allowed(self) -> bool:
+        """Re-check session and credential if the security epoch moved; close the socket if either is gone."""
+        try:
+            await run_in_worker(self.connection.caller)
+        except SessionEnded:
+            await self._stop(CLOSE_SESSION_ENDED, SESSION_ENDED)
+            return False
+        except ServiceError as exc:
+            await self._stop(CLOSE_UNAUTHENTICATED, f"{exc.code}: {exc.message}")
+            return False
+        return True
+
+    async def session_ended(self, event: dict) -> None:
+        """The channel-layer message `sessions.services` sends when this socket's session ends."""
+        await self._stop(CLOSE_SESSION_ENDED, SESSION_ENDED)
+
+    async def _stop(self, code: int, reason: str) -> None:
+        """Say why in a last JSON-RPC error (daphne drops close reasons), then close with `code`."""
+        self.inbox = None
+        await self.send(text_data=_error_frame(types.CONNECTION_CLOSED, f"Connection closed: {reason}"))
+        await self.close(code=code, reason=_close_reason(reason))
+
+    async def disconnect(self, code: int) -> None:
+        await self._finish("disconnected")
+
+    async def shut_down(self) -> None:
+        """The server is stopping: tell the client, then end the session while the event loop still runs."""
+        if self.finished:
+            return
+        try:
+            await self._stop(CLOSE_SERVER_STOPPED, SERVER_STOPPED)
+        finally:
+            await self._finish(SERVER_STOPPED)
+
+    async def _finish(self, reason: str) -> None:
+        """Cancel in-flight calls, leave the group, and end the session if it is ours, once. The session's end
+        is seen through even if this task is cancelled meanwhile: its broadcast needs the event loop."""
+        if self.finished:
+            return
+        self.finished = True
+        open_sockets.discard(self)
+        self.inbox = None
+        if self.serving is not None:
+            self.serving.cancel()
+            await asyncio.wait([self.serving], timeout=FINISH_GRACE_SECONDS)
+        if self.connection is None:
+            return
+        with contextlib.suppress(Exception):  # a channel layer that is down forgets the membership anyway
+            await self.channel_layer.group_discard(
+                session_group(self.connection.session_id), self.channel_name
+            )
+        ending = asyncio.ensure_future(run_in_worker(self.connection.close, reason))
+        try:
+            await asyncio.shield(ending)
+        except asyncio.CancelledError:
+            await asyncio.wait([ending], timeout=FINISH_GRACE_SECONDS)
+            raise

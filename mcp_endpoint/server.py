@@ -1,0 +1,163 @@
+"""The one MCP server every transport drives: the SDK's low-level `Server` with ChittyAuth's tools.
+
+Transports say who is calling by setting `current_caller_source` (a context variable the SDK carries from
+the message's sender to its handler). Tool calls run the synchronous services in a pool of worker threads
+(`MCP_WORKER_THREADS`), not on the single thread-sensitive executor, so concurrent calls really run
+concurrently; each call starts and ends with Django's stale-connection cleanup, as a request would. A call
+whose caller is cancelled (a disconnect) still runs to its end in its thread: a transaction is not cut short.
+"""
+
+import asyncio
+import functools
+import queue
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, Future
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+import mcp_types as types
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from mcp.server import Server
+from mcp.shared.exceptions import MCPError
+
+from chittyauth_site.errors import ServiceError
+from mcp_endpoint import tools
+from mcp_endpoint.connections import CallerSource
+
+SERVER_NAME = "chittyauth"
+SERVER_VERSION = "1.0.0"
+INSTRUCTIONS = (
+    "ChittyAuth: API keys, JWTs, permission grants and sessions for ChittyIDs. Every tool acts as the "
+    "credential this connection authenticated with, within its scopes and its principal's grants."
+)
+
+current_caller_source: ContextVar[CallerSource] = ContextVar("mcp_caller_source")
+
+_Result = TypeVar("_Result")
+
+
+class DaemonThreadPool(Executor):
+    """A fixed pool of daemon threads. Unlike `ThreadPoolExecutor`'s, they never hold up interpreter exit:
+    a service call that broadcasts through the channel layer hops back onto the event loop (`async_to_sync`),
+    and if daphne stops that loop meanwhile, such a call would wait forever and keep daphne from exiting."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        for number in range(workers):
+            threading.Thread(target=self._serve, name=f"{name}-{number}", daemon=True).start()
+
+    def submit(self, function: Callable[..., _Result], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        self._work.put((future, function, args, kwargs))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            future, function, args, kwargs = self._work.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args, **kwargs))
+            except BaseException as exc:  # handed to the awaiting caller, like ThreadPoolExecutor  # noqa: BLE001
+                future.set_exception(exc)
+
+
+@functools.cache
+def _executor() -> DaemonThreadPool:
+    return DaemonThreadPool(settings.MCP_WORKER_THREADS, "mcp-service")
+
+
+def _with_fresh_connections(function: Callable[..., _Result], *args: Any, **kwargs: Any) -> _Result:
+    close_old_connections()
+    try:
+        return function(*args, **kwargs)
+    finally:
+        close_old_connections()
+
+
+async def run_in_worker(function: Callable[..., _Result], /, *args: Any, **kwargs: Any) -> _Result:
+    """Run synchronous Django code on the MCP worker pool."""
+    run = sync_to_async(_with_fresh_connections, thread_sensitive=False, executor=_executor())
+    return await run(function, *args, **kwargs)
+
+
+def before_server_shutdown(stop: Callable[[], Awaitable[None]]) -> None:
+    """Run `stop` while daphne's Twisted reactor shuts down, before it stops the event loop (daphne sends no
+    ASGI lifespan events, and its own cancelling of open connections is not to be relied on)."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not reactor.running:
+        return
+    from twisted.internet import defer
+
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(stop()))
+    )
+
+
+def _run_tool(source: CallerSource, name: str, arguments: dict[str, Any] | None) -> tools.ToolOutcome:
+    try:
+        caller = source.caller()
+    except ServiceError as exc:
+        return tools.error_outcome(exc.code, exc.message, **exc.extra)
+    return tools.call_tool(caller, name, arguments)
+
+
+def _tool_listing(spec: tools.ToolSpec) -> types.Tool:
+    return types.Tool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        input_schema=spec.input_schema,
+        output_schema=spec.output_schema,
+        annotations=types.ToolAnnotations(
+            title=spec.title,
+            read_only_hint=spec.read_only,
+            destructive_hint=spec.destructive,
+            idempotent_hint=spec.read_only,
+            open_world_hint=False,
+        ),
+    )
+
+
+_LISTING = types.ListToolsResult(tools=[_tool_listing(spec) for spec in tools.TOOLS.values()])
+
+
+async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    return _LISTING
+
+
+async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    if params.name not in tools.TOOLS:
+        raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
+    source = current_caller_source.get(None)
+    if source is None:
+        raise MCPError(code=types.INTERNAL_ERROR, message="This connection has no authenticated caller")
+    outcome = await run_in_worker(_run_tool, source, params.name, params.arguments)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=outcome.text)],
+        structured_content=outcome.structured,
+        is_error=outcome.is_error,
+    )
+
+
+def _input_schema(name: str) -> dict | None:
+    spec = tools.TOOLS.get(name)
+    return spec.input_schema if spec else None
+
+
+@functools.cache
+def mcp_server() -> Server:
+    """The process's MCP server (handlers hold no per-connection state)."""
+    return Server(
+        SERVER_NAME,
+        version=SERVER_VERSION,
+        title="ChittyAuth",
+        instructions=INSTRUCTIONS,
+        get_tool_input_schema=_input_schema,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )

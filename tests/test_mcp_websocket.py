@@ -1,0 +1,331 @@
+"""MCP over WebSocket against a live daphne, with raw frames from the `websockets` library."""
+
+import asyncio
+import json
+import signal
+import time
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.chittyid_authority_server import ChittyIDAuthorityServer
+from tests.mcp_live import (
+    ADMIN,
+    ALICE,
+    BOB,
+    CAST,
+    SLOW,
+    base_env,
+    daphne_server,
+    rest,
+    service_database,
+)
+
+MAX_FRAME_BYTES = 64 * 1024
+SLOW_AUTHORITY_SECONDS = 3.0
+CONCURRENT_CALLS = 50
+EXIT_WITHIN_SECONDS = 10
+INITIALIZE = {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {},
+    "clientInfo": {"name": "raw-websocket-test", "version": "1"},
+}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """daphne on a fresh database, asking a loopback ChittyID authority that answers for SLOW slowly."""
+    folder = tmp_path_factory.mktemp("mcp-websocket")
+    authority = ChittyIDAuthorityServer(slow_seconds=SLOW_AUTHORITY_SECONDS).start()
+    authority.behaviours.update({chitty_id: "valid" for chitty_id in CAST} | {SLOW: "slow"})
+    try:
+        with service_database(folder) as (database_url, keys):
+            env = base_env(
+                database_url,
+                CHITTYID_ENDPOINT=authority.url,
+                CHITTYID_API_KEY=authority.api_key,
+                CHITTYID_TIMEOUT_SECONDS="10",
+                MCP_MAX_FRAME_BYTES=str(MAX_FRAME_BYTES),
+            )
+            with daphne_server(env, folder) as server:
+                yield server, keys
+    finally:
+        authority.stop()
+
+
+def connect(server, key: str | None = None, *, header: bool = False, **options):
+    url = f"{server.ws_url}/mcp/ws"
+    if key is not None and header:
+        options["additional_headers"] = {"Authorization": f"Bearer {key}"}
+    elif key is not None:
+        url += f"?access_token={key}"
+    return websockets.connect(url, open_timeout=30, **options)
+
+
+async def answer(ws) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), 30))
+
+
+async def request(ws, request_id: int, method: str, params: dict | None = None) -> dict:
+    await ws.send(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}))
+    return await answer(ws)
+
+
+async def initialized(ws) -> dict:
+    result = (await request(ws, 0, "initialize", INITIALIZE))["result"]
+    await ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    return result
+
+
+async def call(ws, request_id: int, name: str, arguments: dict | None = None) -> dict:
+    return (await request(ws, request_id, "tools/call", {"name": name, "arguments": arguments or {}}))[
+        "result"
+    ]
+
+
+async def closed(ws, within: float = 30) -> tuple[int, list[dict]]:
+    """Frames received until the server closes the socket, and its close code."""
+    frames = []
+    try:
+        async with asyncio.timeout(within):
+            async for frame in ws:
+                frames.append(json.loads(frame))
+    except ConnectionClosed:
+        pass
+    return ws.close_code, frames
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_initialize_list_and_call_with_an_access_token(live):
+    server, keys = live
+
+    async def scenario():
+        async with connect(server, keys[ADMIN]["key"], subprotocols=["mcp"]) as ws:
+            assert ws.subprotocol == "mcp"
+            result = await initialized(ws)
+            assert result["serverInfo"]["name"] == "chittyauth"
+            assert "tools" in result["capabilities"]
+            tools = (await request(ws, 1, "tools/list"))["result"]["tools"]
+            assert len(tools) == 14
+            assert all(tool["inputSchema"]["type"] == "object" and "outputSchema" in tool for tool in tools)
+            me = await call(ws, 2, "whoami")
+            assert me["structuredContent"]["chitty_id"] == ADMIN
+            assert me["structuredContent"]["session_id"].startswith("ses_")
+            valid = await call(ws, 3, "validate_api_key", {"api_key": keys[ALICE]["key"]})
+            assert valid["content"][0]["text"].startswith("✅ Valid API Key")
+            assert valid["isError"] is False
+
+    run(scenario())
+
+
+def test_authorization_header_works_without_a_subprotocol(live):
+    server, keys = live
+
+    async def scenario():
+        async with connect(server, keys[BOB]["key"], header=True) as ws:
+            assert ws.subprotocol is None
+            await initialized(ws)
+            me = await call(ws, 1, "whoami")
+            assert me["structuredContent"]["credential_id"] == keys[BOB]["key_id"]
+            refused = await call(ws, 2, "check_permission", {"chitty_id": ADMIN, "permission": "audit:read"})
+            assert refused["isError"] is True
+            assert refused["structuredContent"]["error"]["code"] == "PERMISSION_DENIED"
+            assert refused["content"][0]["text"].startswith("❌ PERMISSION_DENIED: ")
+
+    run(scenario())
+
+
+def test_bad_frames_get_json_rpc_errors_and_the_socket_stays_usable(live):
+    server, keys = live
+    bad_frames = [
+        ("not json", -32700),
+        ("[" * 20_000 + "]" * 20_000, -32700),
+        (json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]), -32600),
+        (b"\x00binary", -32600),
+        (json.dumps({"jsonrpc": "2.0", "id": 7, "method": "ping", "padding": "x" * MAX_FRAME_BYTES}), -32600),
+        (json.dumps({"hello": "world"}), -32600),
+    ]
+
+    async def scenario():
+        async with connect(server, keys[ADMIN]["key"]) as ws:
+            await initialized(ws)
+            for frame, code in bad_frames:
+                await ws.send(frame)
+                error = await answer(ws)
+                assert error["error"]["code"] == code, frame[:40]
+                assert error["id"] is None
+            unknown = await request(ws, 8, "no/such/method")
+            assert (unknown["id"], unknown["error"]["code"]) == (8, -32601)
+            assert (await request(ws, 9, "ping")) == {"jsonrpc": "2.0", "id": 9, "result": {}}
+            assert (await call(ws, 10, "whoami"))["structuredContent"]["chitty_id"] == ADMIN
+
+    run(scenario())
+
+
+def test_calls_before_initialize_are_refused(live):
+    server, keys = live
+
+    async def scenario():
+        async with connect(server, keys[ADMIN]["key"]) as ws:
+            early = await request(ws, 1, "tools/call", {"name": "whoami", "arguments": {}})
+            assert early["id"] == 1
+            assert early["error"]["code"] == -32602
+            assert "result" not in early
+
+    run(scenario())
+
+
+def test_concurrent_calls_are_answered_by_id_as_they_finish(live):
+    """A call stuck on a slow ChittyID authority does not hold up the fifty calls sent after it."""
+    server, keys = live
+
+    async def scenario():
+        async with connect(server, keys[ADMIN]["key"]) as ws:
+            await initialized(ws)
+            slow = {"name": "generate_api_key", "arguments": {"chitty_id": SLOW, "scopes": ["*"]}}
+            frames = [{"jsonrpc": "2.0", "id": 1000, "method": "tools/call", "params": slow}]
+            frames += [
+                {
+                    "jsonrpc": "2.0",
+                    "id": n,
+                    "method": "tools/call",
+                    "params": {"name": "whoami", "arguments": {}},
+                }
+                for n in range(1, CONCURRENT_CALLS + 1)
+            ]
+            for frame in frames:
+                await ws.send(json.dumps(frame))
+            answers = [await answer(ws) for _ in frames]
+        order = [reply["id"] for reply in answers]
+        assert sorted(order) == sorted(frame["id"] for frame in frames)
+        assert order[-1] == 1000
+        slow_answer = answers[-1]["result"]
+        assert slow_answer["content"][0]["text"].startswith("✅ API Key Generated")
+        assert all(reply["result"]["structuredContent"]["chitty_id"] == ADMIN for reply in answers[:-1])
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("key", [None, "not-a-credential", "chitty_live_" + "A" * 49])
+def test_a_bad_or_missing_credential_is_refused_with_4401(live, key):
+    server, _keys = live
+
+    async def scenario():
+        async with connect(server, key) as ws:
+            return await closed(ws)
+
+    code, frames = run(scenario())
+    assert code == 4401
+    assert frames[0]["error"]["code"] == -32000
+    assert "INVALID_CREDENTIAL" in frames[0]["error"]["message"]
+
+
+def test_a_page_from_another_site_cannot_open_the_socket(live):
+    server, keys = live
+
+    async def scenario():
+        async with connect(server, keys[ADMIN]["key"], origin="https://evil.example"):
+            pass
+
+    with pytest.raises(InvalidStatus) as refused:
+        run(scenario())
+    assert refused.value.response.status_code == 403
+
+
+def test_ending_the_session_through_rest_closes_the_socket_within_a_second(live):
+    server, keys = live
+
+    async def scenario():
+        async with connect(server, keys[ADMIN]["key"]) as ws:
+            await initialized(ws)
+            session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+            status, body = await asyncio.to_thread(
+                rest,
+                server,
+                "POST",
+                f"/api/v1/sessions/{session_id}/end",
+                keys[ADMIN]["key"],
+                {"reason": "test"},
+            )
+            assert status == 200, body
+            return await closed(ws, within=1)
+
+    code, frames = run(scenario())
+    assert code == 4403
+    assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+
+
+def test_a_key_revoked_meanwhile_stops_the_socket_at_its_next_message(live):
+    """Revoking a key does not end its sessions; the socket re-checks its credential when the epoch moves."""
+    server, keys = live
+    status, issued = rest(
+        server, "POST", "/api/v1/keys", keys[ADMIN]["key"], {"chitty_id": ALICE, "scopes": ["*"]}
+    )
+    assert status == 201, issued
+
+    async def scenario():
+        async with connect(server, issued["api_key"]) as ws:
+            await initialized(ws)
+            assert (await call(ws, 1, "whoami"))["structuredContent"]["credential_id"] == issued["key_id"]
+            status, body = await asyncio.to_thread(
+                rest, server, "POST", f"/api/v1/keys/{issued['key_id']}/revoke", keys[ADMIN]["key"], {}
+            )
+            assert status == 200, body
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping"}))
+            return await closed(ws)
+
+    code, frames = run(scenario())
+    assert code == 4401
+    message = "Connection closed: INVALID_CREDENTIAL: The credential has been revoked"
+    assert frames == [{"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}]
+
+
+def test_disconnecting_ends_the_session(live):
+    server, keys = live
+
+    async def scenario():
+        async with connect(server, keys[BOB]["key"]) as ws:
+            await initialized(ws)
+            return (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+
+    session_id = run(scenario())
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = rest(
+            server, "GET", f"/api/v1/sessions?chitty_id={BOB}&active=false", keys[ADMIN]["key"]
+        )
+        assert status == 200, body
+        ended = [row for row in body["sessions"] if row["session_id"] == session_id]
+        if ended or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert ended, f"session {session_id} was not ended after the disconnect"
+    assert (ended[0]["channel"], ended[0]["end_reason"], ended[0]["ended_by"]) == (
+        "mcp-websocket",
+        "disconnected",
+        BOB,
+    )
+
+
+def test_daphne_stops_promptly_with_a_socket_open_and_ends_its_session(live, tmp_path):
+    module_server, keys = live
+    with daphne_server(module_server.env, tmp_path) as server:
+
+        async def scenario():
+            async with connect(server, keys[ALICE]["key"]) as ws:
+                await initialized(ws)
+                session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+                server.process.send_signal(signal.SIGTERM)
+                exit_code = await asyncio.to_thread(server.process.wait, EXIT_WITHIN_SECONDS)
+                return session_id, exit_code
+
+        session_id, exit_code = run(scenario())
+    assert exit_code == 0, server.output()
+    status, body = rest(module_server, "GET", f"/api/v1/sessions?chitty_id={ALICE}", keys[ADMIN]["key"])
+    assert status == 200, body
+    ended = next(row for row in body["sessions"] if row["session_id"] == session_id)
+    assert (ended["live"], ended["end_reason"]) == (False, "server stopped"), server.output()
