@@ -1,0 +1,63 @@
+"""The security epoch crosses process boundaries: a bump in another process is seen here."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from identities.invalidation import bump_now, current_epoch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bump_in_another_process() -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chittyauth_site.settings",
+        "CHITTYAUTH_VAR_DIR": str(settings.VAR_DIR),
+    }
+    code = "import django; django.setup(); from identities.invalidation import bump_now; bump_now()"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
+
+
+def wait_for_change(before: int, seconds: float = 2.0) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        now = current_epoch()
+        if now != before and now >= 0:
+            return now
+        time.sleep(0.01)
+    return current_epoch()
+
+
+def settled_epoch(seconds: float = 5.0) -> int:
+    """The Redis feed needs a moment to subscribe; until then every call is a never-seen (negative) epoch."""
+    deadline = time.monotonic() + seconds
+    while (epoch := current_epoch()) < 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return epoch
+
+
+def test_a_bump_here_changes_the_epoch_at_once():
+    before = settled_epoch()
+    assert current_epoch() == before
+    bump_now()
+    assert current_epoch() != before
+
+
+def test_a_bump_in_another_process_is_seen_here():
+    before = settled_epoch()
+    assert before >= 0, "the epoch source never settled"
+    bump_in_another_process()
+    assert wait_for_change(before) != before
+
+
+@pytest.mark.redis
+def test_without_the_feed_every_call_is_a_fresh_epoch(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    first, second = current_epoch(), current_epoch()
+    assert first < 0 and second < 0 and first != second
