@@ -90,6 +90,11 @@ class ConnectionSession:
                 touch_session(self.session_id)
                 self._touched = now
 
+    def is_settled(self) -> bool:
+        """Nothing to re-check or write: the epoch has not moved and `last_seen` is fresh. Cheap enough to
+        ask on the event loop, so most messages need no worker thread before they are handled."""
+        return current_epoch() == self._epoch and time.monotonic() - self._touched < TOUCH_INTERVAL_SECONDS
+
     def end(self, caller: Caller, reason: str) -> None:
         """End the session if this connection opened it; the principal ends its own, so no permission is needed."""
         if self.owned:

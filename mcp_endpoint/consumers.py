@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 import anyio
 import mcp_types as types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from mcp.shared.message import SessionMessage
@@ -156,6 +157,14 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             async for answer in outgoing:
                 await self.send(text_data=answer.message.model_dump_json(by_alias=True, exclude_unset=True))
 
+    async def dispatch(self, message: dict) -> None:
+        """Channels closes stale database connections on a worker thread before every frame. Every database
+        call here goes through `run_in_worker`, which does that itself, so the extra hop is skipped."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.inbox is None:
             return
@@ -195,6 +204,8 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
 
     async def _still_allowed(self) -> bool:
         """Re-check session and credential if the security epoch moved; close the socket if either is gone."""
+        if self.connection.session.is_settled():
+            return True
         try:
             await run_in_worker(self.connection.caller)
         except SessionEnded:
