@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from audit import api as audit_api
 from chittyauth_site import health
 from grants import api as grants_api
 from identities import api as identities_api
@@ -36,6 +37,7 @@ api_v1 = [
     path("sessions", sessions_api.SessionListView.as_view(), name="sessions"),
     path("sessions/end-all", sessions_api.SessionEndAllView.as_view(), name="sessions-end-all"),
     path("sessions/<str:session_id>/end", sessions_api.SessionEndView.as_view(), name="session-end"),
+    path("audit/events", audit_api.AuditEventListView.as_view(), name="audit-events"),
     path("permissions/check", grants_api.PermissionCheckView.as_view(), name="permission-check"),
 ]
 

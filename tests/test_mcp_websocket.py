@@ -1,6 +1,7 @@
 """MCP over WebSocket against a live daphne, with raw frames from the `websockets` library."""
 
 import asyncio
+import itertools
 import json
 import signal
 import time
@@ -282,6 +283,49 @@ def test_a_key_revoked_meanwhile_stops_the_socket_at_its_next_message(live):
     assert code == 4401
     message = "Connection closed: INVALID_CREDENTIAL: The credential has been revoked"
     assert frames == [{"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}]
+
+
+def test_ending_a_session_mid_request_loses_no_audit_record(live):
+    """A slow call (the authority takes seconds for SLOW) is in flight when the session is ended: the socket
+    closes, the call still finishes in its thread, and both its audit event and the session's end are chained."""
+    server, keys = live
+    admin = keys[ADMIN]["key"]
+
+    async def scenario():
+        async with connect(server, admin) as ws:
+            await initialized(ws)
+            session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+            slow_call = {"name": "generate_api_key", "arguments": {"chitty_id": SLOW, "name": "mid-request"}}
+            await ws.send(
+                json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": slow_call})
+            )
+            await asyncio.sleep(0.5)
+            status, body = await asyncio.to_thread(
+                rest, server, "POST", f"/api/v1/sessions/{session_id}/end", admin, {"reason": "mid-request"}
+            )
+            assert status == 200, body
+            code, _ = await closed(ws, within=2)
+            return session_id, code
+
+    session_id, code = run(scenario())
+    assert code == 4403
+    deadline = time.monotonic() + SLOW_AUTHORITY_SECONDS * 4
+    while time.monotonic() < deadline:
+        _, generated = rest(
+            server, "GET", f"/api/v1/audit/events?action=api_key.generate&target={SLOW}", admin
+        )
+        mid_request = [e for e in generated["events"] if e["details"].get("name") == "mid-request"]
+        if mid_request:
+            break
+        time.sleep(0.2)
+    assert len(mid_request) == 1, generated
+    _, ended = rest(server, "GET", f"/api/v1/audit/events?action=session.end&target={session_id}", admin)
+    assert [e["details"]["reason"] for e in ended["events"]] == ["mid-request"]
+    _, recent = rest(server, "GET", "/api/v1/audit/events?limit=200", admin)
+    chain = sorted(recent["events"], key=lambda event: event["sequence"])
+    for before, after in itertools.pairwise(chain):
+        assert after["sequence"] == before["sequence"] + 1
+        assert after["prev_hash"] == before["hash"]
 
 
 def test_disconnecting_ends_the_session(live):

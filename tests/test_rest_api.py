@@ -331,3 +331,19 @@ class TestBootstrap:
         assert secret not in json.dumps(list(AuditEvent.objects.values()), default=str)
         with pytest.raises(CommandError, match="bootstrap runs once"):
             call_command("bootstrap", "CHITTY-PEO-ROOT2-A", stdout=io.StringIO())
+
+
+class TestAuditTrail:
+    def test_reading_the_trail_needs_audit_read(self, principals, system):
+        grant(system, BOB, "documents:read")
+        assert_error(bearer(principals[ALICE]).get("/api/v1/audit/events"), 403, "PERMISSION_DENIED")
+        events = (
+            bearer(principals[ADMIN]).get("/api/v1/audit/events?action=authorization.grant&limit=5").json()
+        )
+        assert events["events"][0]["target"] == BOB
+        assert events["events"][0]["details"]["permission"] == "documents:read"
+        assert all(event["action"] == "authorization.grant" for event in events["events"])
+        assert len(events["events"]) <= 5
+        assert_error(
+            bearer(principals[ADMIN]).get("/api/v1/audit/events?outcome=maybe"), 400, "INVALID_INPUT"
+        )

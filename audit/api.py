@@ -1,0 +1,19 @@
+"""REST adapter for reading the audit trail (`audit:read`)."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit.selectors import list_events
+from audit.serializers import AuditEventSerializer, AuditQuerySerializer
+from chittyauth_site.rest import validated
+
+
+class AuditEventListView(APIView):
+    @extend_schema(parameters=[AuditQuerySerializer], responses=AuditEventSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        query = validated(AuditQuerySerializer, request.query_params)
+        limit = query.pop("limit")
+        events = list_events(request.auth, **query)[:limit]
+        return Response({"events": AuditEventSerializer(events, many=True).data})

@@ -1,0 +1,30 @@
+from rest_framework import serializers
+
+from audit.models import AuditEvent
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "sequence",
+            "created_at",
+            "actor",
+            "action",
+            "target",
+            "outcome",
+            "client_address",
+            "details",
+            "prev_hash",
+            "hash",
+        ]
+
+
+class AuditQuerySerializer(serializers.Serializer):
+    actor = serializers.CharField(max_length=255, required=False, default="")
+    action = serializers.CharField(max_length=100, required=False, default="")
+    target = serializers.CharField(max_length=255, required=False, default="")
+    outcome = serializers.ChoiceField(choices=AuditEvent.Outcome.values, required=False, default="")
+    since = serializers.DateTimeField(required=False, default=None)
+    after_sequence = serializers.IntegerField(required=False, default=None, min_value=0)
+    limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)
