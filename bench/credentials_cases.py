@@ -25,6 +25,7 @@ from bench.harness import Ratio, interleaved, interleaved_cold, median
 from grants.callers import Caller
 from grants.checks import check_permission
 from grants.models import Grant
+from identities.invalidation import bump_now
 from identities.models import Identity
 from identities.services import register_identity
 from keys import services as key_services
@@ -133,6 +134,7 @@ def seed(rounds: int) -> Fixture:
         RevokedToken(jti=jti, chitty_id=PRINCIPAL, expires_at=timezone.now() + timedelta(hours=2))
         for jti in revoked_jtis
     )
+    bump_now()  # as the revocation service would: the revoked set is cached per epoch
 
     def mint(jti: str) -> str:
         """A token exactly like `generate_jwt`'s (same claims and header), with its own jti."""

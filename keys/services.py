@@ -11,12 +11,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -119,24 +121,85 @@ class _KeySnapshot:
 _cache: dict[str, _KeySnapshot] = {}
 _cache_lock = threading.Lock()
 
+# The cold lookup reads only what a snapshot needs from the key row, plus the whole identity row: the identity
+# goes into the Caller, where a deferred field would cost a query later.
+_SNAPSHOT_KEY_FIELDS = ("key_id", "scopes", "expires_at", "revoked_at", "name", "environment")
+_HASH_PLACEHOLDER = "secret-hash-placeholder"
+
+
+@dataclass(frozen=True)
+class _CompiledLookup:
+    """The lookup of a key and its identity by secret hash, as SQL compiled once per database: building and
+    compiling the ORM query costs more than running it. The columns go through the same converters the ORM
+    would apply (datetimes and JSON on SQLite, JSON on PostgreSQL)."""
+
+    sql: str
+    params: tuple
+    converters: tuple[tuple[int, tuple[Callable, ...], object], ...]
+    identity_fields: tuple[str, ...]
+
+    def fetch(self, connection: BaseDatabaseWrapper, secret_hash: str) -> list | None:
+        params = [secret_hash if param == _HASH_PLACEHOLDER else param for param in self.params]
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        row = list(row)
+        for position, converters, expression in self.converters:
+            value = row[position]
+            for converter in converters:
+                value = converter(value, expression, connection)
+            row[position] = value
+        return row
+
+
+_compiled_lookups: dict[str, _CompiledLookup] = {}
+
+
+def _compiled_lookup(connection: BaseDatabaseWrapper) -> _CompiledLookup:
+    compiled = _compiled_lookups.get(connection.alias)
+    if compiled is None:
+        identity_fields = tuple(field.attname for field in Identity._meta.concrete_fields)
+        queryset = (
+            ApiKey.objects.filter(secret_hash=_HASH_PLACEHOLDER)
+            .order_by()
+            .values_list(*_SNAPSHOT_KEY_FIELDS, *(f"principal__{name}" for name in identity_fields))
+        )
+        compiler = queryset.query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        columns = [expression for expression, _, _ in compiler.select]
+        converters = tuple(
+            (position, tuple(functions), expression)
+            for position, (functions, expression) in compiler.get_converters(columns).items()
+        )
+        compiled = _compiled_lookups[connection.alias] = _CompiledLookup(
+            sql, tuple(params), converters, identity_fields
+        )
+    return compiled
+
 
 def _snapshot(secret_hash: str, epoch: int) -> _KeySnapshot | None:
-    try:
-        key = ApiKey.objects.select_related("principal").get(secret_hash=secret_hash)
-    except ApiKey.DoesNotExist:
+    """One indexed read by secret hash (the unique index), through the once-compiled query."""
+    connection = connections[router.db_for_read(ApiKey)]
+    lookup = _compiled_lookup(connection)
+    row = lookup.fetch(connection, secret_hash)
+    if row is None:
         return None
+    key_id, scopes, expires_at, revoked_at, name, environment = row[: len(_SNAPSHOT_KEY_FIELDS)]
+    identity = Identity.from_db(connection.alias, lookup.identity_fields, row[len(_SNAPSHOT_KEY_FIELDS) :])
     answer = KeyVerification(
         valid=True,
         code=VerificationCode.VALID,
-        key_id=key.key_id,
-        chitty_id=key.principal.chitty_id,
-        scopes=tuple(key.scopes),
-        expires_at=key.expires_at,
-        name=key.name,
-        environment=key.environment,
-        identity=key.principal,
+        key_id=key_id,
+        chitty_id=identity.chitty_id,
+        scopes=tuple(scopes),
+        expires_at=expires_at,
+        name=name,
+        environment=environment,
+        identity=identity,
     )
-    return _KeySnapshot(epoch, key.revoked_at, key.expires_at, key.principal.is_active, answer)
+    return _KeySnapshot(epoch, revoked_at, expires_at, identity.is_active, answer)
 
 
 def _cached_snapshot(secret_hash: str) -> _KeySnapshot | None:

@@ -5,8 +5,9 @@ Tokens are signed with HS256 and `JWT_SECRET` (the seed's scheme) or with the ac
 the key: a `kid` admits only that published key's algorithm, no `kid` admits only HS256.
 
 `verify_jwt` is the hot path of every bearer-token request: after one read of the shared security epoch it
-answers from per-process caches of revoked jtis and principal statuses, which the next revocation or status
-change anywhere invalidates, so revocation takes effect on the very next validation.
+answers from per-process caches of revoked jtis (the whole set, loaded once per epoch) and principal statuses,
+which the next revocation or status change anywhere invalidates, so revocation takes effect on the very next
+validation.
 """
 
 import base64
@@ -102,6 +103,7 @@ RESERVED_CLAIMS = frozenset(
     }
 )
 MAX_CACHED_ENTRIES = 50_000
+MAX_PRELOADED_REVOCATIONS = 100_000
 MAX_CACHED_TOKENS = 10_000
 _ALL_CHECKS = {"require": list(REQUIRED_CLAIMS)}
 # Revoking an expired token is fine: only its signature, issuer and audience must hold.
@@ -416,14 +418,20 @@ def _verified_claims(token: object, epoch: int, *, check_lifetime: bool = True) 
 
 
 class _VerificationCache:
-    """Answers valid while the security epoch they were filled under lasts: revoked jtis, principals, and
+    """Answers valid while the security epoch they were filled under lasts: the revoked jtis, principals, and
     tokens already found valid (keyed by their SHA-256, never the token itself; expiry is rechecked on
-    every hit), so a token presented again costs one epoch read and a lookup."""
+    every hit), so a token presented again costs one epoch read and a lookup.
 
-    __slots__ = ("epoch", "principals", "revoked", "valid_tokens")
+    Every revocation bumps the epoch, so the set of revoked jtis loaded once per epoch stays complete and a
+    fresh token costs no query. Above `MAX_PRELOADED_REVOCATIONS` live entries the set is not held; each
+    unseen jti is then asked about once per epoch instead."""
+
+    __slots__ = ("epoch", "principals", "revoked", "revoked_jtis", "revoked_jtis_loaded", "valid_tokens")
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
+        self.revoked_jtis_loaded = False
+        self.revoked_jtis: frozenset[str] | None = None
         self.revoked: dict[str, bool] = {}
         self.principals: dict[str, Identity | None] = {}
         self.valid_tokens: dict[bytes, tuple[int, TokenVerification]] = {}
@@ -440,7 +448,28 @@ def _cache_for(epoch: int) -> _VerificationCache:
     return cached
 
 
+def _live_revoked_jtis() -> frozenset[str] | None:
+    """Every jti whose revocation entry has not expired, or None when there are too many to hold.
+
+    An entry is kept until its token fails the expiry check anyway, so leaving out expired entries loses
+    nothing: a token that reaches the revocation check has not expired.
+    """
+    jtis = list(
+        RevokedToken.objects.filter(expires_at__gt=timezone.now())
+        .order_by()
+        .values_list("jti", flat=True)[: MAX_PRELOADED_REVOCATIONS + 1]
+    )
+    if len(jtis) > MAX_PRELOADED_REVOCATIONS:
+        return None
+    return frozenset(jtis)
+
+
 def _is_revoked(cached: _VerificationCache, jti: str) -> bool:
+    if not cached.revoked_jtis_loaded:
+        cached.revoked_jtis = _live_revoked_jtis()
+        cached.revoked_jtis_loaded = True
+    if cached.revoked_jtis is not None:
+        return jti in cached.revoked_jtis
     revoked = cached.revoked.get(jti)
     if revoked is None:
         revoked = RevokedToken.objects.filter(jti=jti).exists()
