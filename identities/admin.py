@@ -1,7 +1,5 @@
 """Staff console for identities and staff links. Every change goes through the services, which audit it."""
 
-from dataclasses import dataclass
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
@@ -9,13 +7,13 @@ from django.core.exceptions import PermissionDenied as AdminPermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.http import urlencode
 
 from chittyauth_site.errors import ServiceError
 from grants.callers import Caller
 from identities import services, staff_links
 from identities.models import Identity, StaffLink
+from identities.selectors import suspension_cascade
 
 
 def staff_caller(request: HttpRequest) -> Caller:
@@ -41,31 +39,6 @@ class PrincipalFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset):
         return queryset.filter(principal__chitty_id=self.value()) if self.value() else queryset
-
-
-@dataclass(frozen=True)
-class SuspensionCascade:
-    """What suspending an identity stops at once, shown to staff before they confirm."""
-
-    identity: Identity
-    api_keys: int
-    grants: int
-    sessions: int
-    token_sessions: int
-    staff_logins: int
-
-
-def suspension_cascade(identity: Identity) -> SuspensionCascade:
-    now = timezone.now()
-    live_sessions = identity.sessions.filter(ended_at__isnull=True).exclude(expires_at__lte=now)
-    return SuspensionCascade(
-        identity=identity,
-        api_keys=identity.api_keys.exclude(revoked_at__lte=now).exclude(expires_at__lte=now).count(),
-        grants=identity.grants.filter(revoked_at__isnull=True).exclude(expires_at__lte=now).count(),
-        sessions=live_sessions.count(),
-        token_sessions=live_sessions.filter(credential_type="jwt").count(),
-        staff_logins=identity.staff_links.count(),
-    )
 
 
 class IdentityRegistrationForm(forms.ModelForm):
