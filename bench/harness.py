@@ -213,3 +213,32 @@ def write_results_section(heading: str, body: str) -> None:
             lines.append("")
         lines.extend(section)
     RESULTS_FILE.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
+def seed_validation_cast(
+    caller: str, key_owner: str, *, caller_scopes: list[str] | None = None
+) -> dict[str, str]:
+    """Inside a worker process: migrate, then `caller` holding `api_keys:validate` with a key (scoped as
+    given) and `key_owner` with a key for it to validate. Returns the two secrets as `bearer` and
+    `validated_key`; they go back to the parent only."""
+    django.setup()
+    from django.core.cache import cache
+    from django.core.management import call_command
+
+    from grants.callers import Caller
+    from grants.services import grant_permission
+    from identities.services import register_identity
+    from keys.services import generate_api_key
+
+    call_command("migrate", interactive=False, verbosity=0)
+    cache.clear()
+    system = Caller.system("bench")
+    for chitty_id in (caller, key_owner):
+        register_identity(system, chitty_id)
+    grant_permission(system, grantee_chitty_id=caller, permission="api_keys:validate")
+    return {
+        "bearer": generate_api_key(
+            system, chitty_id=caller, name="bench caller", scopes=caller_scopes
+        ).secret,
+        "validated_key": generate_api_key(system, chitty_id=key_owner, name="bench validated").secret,
+    }

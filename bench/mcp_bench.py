@@ -46,6 +46,7 @@ from bench.harness import (
     median,
     parse_backends,
     run_worker,
+    seed_validation_cast,
     throwaway_database,
     write_results_section,
 )
@@ -425,31 +426,9 @@ def report(
 
 
 def work(result_file: Path) -> None:
-    """Inside a worker: migrate, then a caller whose key is scoped to `api_keys:validate` (which it holds) and
-    another principal's key for it to validate. The secrets go back to the parent only."""
-    import django
-
-    django.setup()
-    from django.core.cache import cache
-    from django.core.management import call_command
-
-    from grants.callers import Caller
-    from grants.services import grant_permission
-    from identities.services import register_identity
-    from keys.services import generate_api_key
-
-    call_command("migrate", interactive=False, verbosity=0)
-    cache.clear()
-    system = Caller.system("bench")
-    for chitty_id in (CALLER, KEY_OWNER):
-        register_identity(system, chitty_id)
-    grant_permission(system, grantee_chitty_id=CALLER, permission="api_keys:validate")
-    secrets = {
-        "bearer": generate_api_key(
-            system, chitty_id=CALLER, name="mcp bench caller", scopes=["api_keys:validate"]
-        ).secret,
-        "validated_key": generate_api_key(system, chitty_id=KEY_OWNER, name="mcp bench validated").secret,
-    }
+    """Inside a worker: a caller whose key is scoped to `api_keys:validate` (which it holds) and another
+    principal's key for it to validate."""
+    secrets = seed_validation_cast(CALLER, KEY_OWNER, caller_scopes=["api_keys:validate"])
     result_file.write_text(json.dumps(secrets))
 
 

@@ -36,6 +36,7 @@ from bench.harness import (
     median,
     parse_backends,
     run_worker,
+    seed_validation_cast,
     throwaway_database,
     write_results_section,
 )
@@ -228,31 +229,12 @@ def report(
 
 
 def work(result_file: Path) -> None:
-    """Inside a worker: migrate, then a caller holding `api_keys:validate`, a key of another principal for
-    it to validate, and a djangorestframework-api-key key. The secrets go back to the parent only."""
-    import django
-
-    django.setup()
-    from django.core.cache import cache
-    from django.core.management import call_command
+    """Inside a worker: a caller holding `api_keys:validate`, a key of another principal for it to validate,
+    and a djangorestframework-api-key key."""
+    secrets = seed_validation_cast(CALLER, KEY_OWNER)
     from rest_framework_api_key.models import APIKey
 
-    from grants.callers import Caller
-    from grants.services import grant_permission
-    from identities.services import register_identity
-    from keys.services import generate_api_key
-
-    call_command("migrate", interactive=False, verbosity=0)
-    cache.clear()
-    system = Caller.system("bench")
-    for chitty_id in (CALLER, KEY_OWNER):
-        register_identity(system, chitty_id)
-    grant_permission(system, grantee_chitty_id=CALLER, permission="api_keys:validate")
-    secrets = {
-        "bearer": generate_api_key(system, chitty_id=CALLER, name="bench caller").secret,
-        "validated_key": generate_api_key(system, chitty_id=KEY_OWNER, name="bench validated").secret,
-        "peer_key": APIKey.objects.create_key(name="bench")[1],
-    }
+    secrets["peer_key"] = APIKey.objects.create_key(name="bench")[1]
     result_file.write_text(json.dumps(secrets))
 
 
