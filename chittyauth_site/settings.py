@@ -285,6 +285,7 @@ AXES_COOLOFF_TIME = _env_int("ADMIN_LOCKOUT_MINUTES", 15) / 60  # hours, as djan
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_VERBOSE = False  # lockouts and failures are in the audit trail; no banner on every management command
 if min(AXES_FAILURE_LIMIT, AXES_COOLOFF_TIME) <= 0:
     raise ImproperlyConfigured("ADMIN_LOGIN_FAILURE_LIMIT and ADMIN_LOCKOUT_MINUTES must each be at least 1")
 

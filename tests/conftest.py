@@ -1,5 +1,6 @@
 import os
 import socket
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -11,6 +12,11 @@ from identities.models import Identity
 from tests.chittyid_authority_server import ChittyIDAuthorityServer
 
 IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_configure(config) -> None:
+    """WhiteNoise serves STATIC_ROOT, which `./dev run` fills with collectstatic; tests need only that it exists."""
+    Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
