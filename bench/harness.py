@@ -7,9 +7,12 @@ The machine is shared and noisy: contenders are interleaved round by round, orde
 and every figure is a median; ratios are taken within a round, then the median of those is reported.
 """
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import django
+import httpx
 import psycopg
 from psycopg import sql
 
@@ -242,3 +246,73 @@ def seed_validation_cast(
         ).secret,
         "validated_key": generate_api_key(system, chitty_id=key_owner, name="bench validated").secret,
     }
+
+
+SERVER_START_SECONDS = 60
+SERVER_STOP_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class BenchServer:
+    """A daphne the bench started: where it answers, and its pid (for CPU accounting)."""
+
+    url: str
+    pid: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def daphne_server(environment: dict[str, str], log_file: Path) -> Iterator[BenchServer]:
+    """One daphne process on a free loopback port, in its own process group: SIGTERM when done, then SIGKILL
+    to the whole group if it has not exited in time."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_file.open("wb") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                *("-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"),
+                "chittyauth_site.asgi:application",
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        _wait_until_healthy(url, server, log_file)
+        yield BenchServer(url, server.pid)
+    except BaseException:
+        print(f"daphne's log ends:\n{log_file.read_text(errors='replace')[-4000:]}", file=sys.stderr)
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=SERVER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            print("[bench] daphne ignored SIGTERM; killing its process group", file=sys.stderr)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=SERVER_STOP_SECONDS)
+
+
+def _wait_until_healthy(url: str, server: subprocess.Popen, log_file: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"daphne exited with {server.returncode}:\n{log_file.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"daphne did not become healthy within {SERVER_START_SECONDS}s")

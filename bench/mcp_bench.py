@@ -20,17 +20,13 @@ import contextlib
 import itertools
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import httpx2
 import websockets
 from mcp.client.session import ClientSession
@@ -38,10 +34,11 @@ from mcp.client.streamable_http import streamable_http_client
 from websockets.asyncio.client import ClientConnection
 
 from bench.harness import (
-    ROOT,
     Backend,
+    BenchServer,
     Ratio,
     backend_environment,
+    daphne_server,
     machine_summary,
     median,
     parse_backends,
@@ -54,8 +51,6 @@ from bench.harness import (
 SECTION = "MCP"
 DATABASE_NAME = "bench_mcp"
 DEFAULT_BACKENDS = "sqlite,postgres"
-SERVER_START_SECONDS = 60
-SERVER_STOP_SECONDS = 15
 ANSWER_TIMEOUT_SECONDS = 30
 CALLER = "CHITTY-PEO-MCPBENCHCALLER-A"
 KEY_OWNER = "CHITTY-PEO-MCPBENCHOWNER-A"
@@ -83,12 +78,6 @@ class Secrets:
 
 
 @dataclass(frozen=True)
-class Server:
-    url: str
-    pid: int
-
-
-@dataclass(frozen=True)
 class Sample:
     """One contender's batch in one round: its rate, and the CPU each side spent per call (all threads)."""
 
@@ -99,64 +88,6 @@ class Sample:
 
 # ---------------------------------------------------------------------------------------------------------
 # The server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def daphne(environment: dict[str, str], log_file: Path) -> Iterator[Server]:
-    """One daphne process on a free loopback port, in its own process group: SIGTERM when done, then SIGKILL
-    to the whole group if it has not exited in time."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log_file.open("wb") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                *("-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"),
-                "chittyauth_site.asgi:application",
-            ],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        _wait_until_healthy(url, server, log_file)
-        yield Server(url, server.pid)
-    except BaseException:
-        print(f"daphne's log ends:\n{log_file.read_text(errors='replace')[-4000:]}", file=sys.stderr)
-        raise
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=SERVER_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            print("[bench] daphne ignored SIGTERM; killing its process group", file=sys.stderr)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=SERVER_STOP_SECONDS)
-
-
-def _wait_until_healthy(url: str, server: subprocess.Popen, log_file: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"daphne exited with {server.returncode}:\n{log_file.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2, trust_env=False).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"daphne did not become healthy within {SERVER_START_SECONDS}s")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,7 +250,7 @@ async def _sample(run: Callable[[int], Awaitable[None]], calls: int, server_pid:
     )
 
 
-async def measure(server: Server, secrets: Secrets, args: argparse.Namespace) -> dict[str, list[Sample]]:
+async def measure(server: BenchServer, secrets: Secrets, args: argparse.Namespace) -> dict[str, list[Sample]]:
     """A sample of each contender in each round, the contenders taking turns (order rotated each round) after
     one untimed warm-up round."""
     async with (
@@ -355,7 +286,7 @@ def run_backend(backend: Backend, args: argparse.Namespace) -> dict[str, list[Sa
     ):
         environment = backend_environment(backend, database_url, DB_CONN_MAX_AGE="60")
         secrets = Secrets(**run_worker("bench.mcp_bench", environment))
-        with daphne(environment, Path(folder) / "daphne.log") as server:
+        with daphne_server(environment, Path(folder) / "daphne.log") as server:
             return asyncio.run(measure(server, secrets, args))
 
 

@@ -15,23 +15,19 @@ import argparse
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from bench.harness import (
-    ROOT,
     Backend,
     Ratio,
     backend_environment,
+    daphne_server,
     machine_summary,
     median,
     parse_backends,
@@ -45,7 +41,6 @@ SECTION = "REST throughput"
 DATABASE_NAME = "bench_rest"
 DEFAULT_BACKENDS = "sqlite,postgres,postgres+redis"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
-SERVER_START_SECONDS = 60
 WARMUP_SECONDS = 2
 CALLER = "CHITTY-PEO-BENCHCALLER-A"
 KEY_OWNER = "CHITTY-PEO-BENCHOWNER-A"
@@ -71,12 +66,6 @@ def endpoints(secrets: dict[str, str]) -> list[Endpoint]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def post(url: str, endpoint: Endpoint, body: str) -> dict:
     """One request, to check the endpoint answers 200 before it is loaded."""
     response = httpx.post(
@@ -88,52 +77,6 @@ def post(url: str, endpoint: Endpoint, body: str) -> dict:
     if response.status_code != 200:
         raise SystemExit(f"{endpoint.name} answered {response.status_code}: {response.text[:500]}")
     return response.json()
-
-
-@contextmanager
-def daphne(environment: dict[str, str], log_file: Path) -> Iterator[str]:
-    """One daphne process on a free loopback port; stopped (SIGTERM, then SIGKILL) when done."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log_file.open("wb") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                *("-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"),
-                "chittyauth_site.asgi:application",
-            ],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_until_healthy(url, server, log_file)
-            yield url
-        except BaseException:
-            print(f"daphne's log ends:\n{log_file.read_text()[-4000:]}", file=sys.stderr)
-            raise
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-
-def _wait_until_healthy(url: str, server: subprocess.Popen, log_file: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"daphne exited with {server.returncode}:\n{log_file.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"daphne did not become healthy within {SERVER_START_SECONDS}s")
 
 
 def wrk_script(folder: Path, endpoint: Endpoint, body: str) -> Path:
@@ -179,7 +122,8 @@ def run_backend(backend: Backend, args: argparse.Namespace) -> dict[str, list[fl
         body = json.dumps({"api_key": secrets["validated_key"]})
         targets = endpoints(secrets)
         scripts = {endpoint.name: wrk_script(Path(folder), endpoint, body) for endpoint in targets}
-        with daphne(environment, Path(folder) / "daphne.log") as url:
+        with daphne_server(environment, Path(folder) / "daphne.log") as server:
+            url = server.url
             answers = {endpoint.name: post(url, endpoint, body) for endpoint in targets}
             if not answers[VALIDATE].get("valid"):
                 raise SystemExit(f"the validate endpoint did not accept the key: {answers[VALIDATE]}")
