@@ -1,6 +1,7 @@
 """Who is asking: the principal behind a request and the credential it came with."""
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from identities.models import Identity
 
@@ -22,6 +23,8 @@ class Caller:
     user_agent: str = ""
     is_exempt: bool = False
     session_id: str | None = field(default=None, compare=False)
+    # When the credential stops being valid by the clock; long-lived connections re-check at that moment.
+    expires_at: datetime | None = field(default=None, compare=False)
 
     @property
     def chitty_id(self) -> str | None:

@@ -40,6 +40,7 @@ def authenticate_bearer(raw: str, *, client_address: str | None = None, user_age
         scopes=tuple(verification.scopes),
         client_address=client_address,
         user_agent=user_agent[:400],
+        expires_at=verification.expires_at,
     )
 
 

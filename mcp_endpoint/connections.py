@@ -16,7 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Protocol
+
+from django.utils import timezone
 
 from chittyauth_site.errors import ServiceError
 from grants.callers import Caller
@@ -62,9 +65,12 @@ class ConnectionSession:
     """The ChittyAuth session of one MCP connection: liveness re-checked when the epoch moves, `last_seen`
     written at most once a minute, and ended with the connection when the connection opened it."""
 
-    def __init__(self, session_id: str, *, owned: bool) -> None:
+    def __init__(
+        self, session_id: str, *, owned: bool, credential_expires_at: datetime | None = None
+    ) -> None:
         self.session_id = session_id
         self.owned = owned
+        self.credential_expires_at = credential_expires_at
         self._epoch = current_epoch()
         self._touched = time.monotonic()
         self._lock = threading.Lock()
@@ -72,15 +78,18 @@ class ConnectionSession:
     @classmethod
     def open(cls, caller: Caller, channel: str) -> "ConnectionSession":
         if caller.credential_type == AuthSession.CredentialType.JWT:
-            return cls(touch_credential_session(caller, channel), owned=False)
-        return cls(open_session(caller, channel).session_id, owned=True)
+            session_id, owned = touch_credential_session(caller, channel), False
+        else:
+            session_id, owned = open_session(caller, channel).session_id, True
+        return cls(session_id, owned=owned, credential_expires_at=caller.expires_at)
 
     def ensure_live(self, recheck: Callable[[], None] = lambda: None) -> None:
-        """Raise `SessionEnded` if the session is over. When the epoch has moved, `recheck` runs too (e.g. the
-        credential); the new epoch is remembered only once every check passed, so a refusal repeats."""
+        """Raise `SessionEnded` if the session is over. When the epoch has moved or the credential's expiry
+        has come, `recheck` runs too (e.g. the credential); the new epoch is remembered only once every check
+        passed, so a refusal repeats."""
         with self._lock:
             epoch = current_epoch()
-            if epoch != self._epoch:
+            if epoch != self._epoch or self._credential_expired():
                 if not is_live(self.session_id):
                     raise SessionEnded(f"Session {self.session_id} has ended", session_id=self.session_id)
                 recheck()
@@ -93,7 +102,15 @@ class ConnectionSession:
     def is_settled(self) -> bool:
         """Nothing to re-check or write: the epoch has not moved and `last_seen` is fresh. Cheap enough to
         ask on the event loop, so most messages need no worker thread before they are handled."""
-        return current_epoch() == self._epoch and time.monotonic() - self._touched < TOUCH_INTERVAL_SECONDS
+        return (
+            current_epoch() == self._epoch
+            and time.monotonic() - self._touched < TOUCH_INTERVAL_SECONDS
+            and not self._credential_expired()
+        )
+
+    def _credential_expired(self) -> bool:
+        """The epoch moves on revocations, not on expiry: the clock decides that."""
+        return self.credential_expires_at is not None and timezone.now() >= self.credential_expires_at
 
     def end(self, caller: Caller, reason: str) -> None:
         """End the session if this connection opened it; the principal ends its own, so no permission is needed."""
@@ -142,6 +159,7 @@ class LiveConnection:
             self._credential, client_address=self._client_address, user_agent=self._user_agent
         )
         self._caller = replace(caller, session_id=self.session_id)
+        self.session.credential_expires_at = caller.expires_at
 
     def close(self, reason: str) -> None:
         self.session.end(self._caller, reason)

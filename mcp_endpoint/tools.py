@@ -237,7 +237,10 @@ def _scopes(scopes: list[str]) -> str:
 def _timestamp(value: Any, field: str) -> datetime | None:
     if value is None:
         return None
-    parsed = parse_datetime(value) if isinstance(value, str) else None
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well-formed but impossible, e.g. 2024-02-30
+        parsed = None
     if parsed is None:
         raise ValidationFailed(
             f"{field} must be an ISO 8601 timestamp", code="INVALID_INPUT", fields={field: value}

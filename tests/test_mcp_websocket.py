@@ -5,6 +5,7 @@ import itertools
 import json
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import websockets
@@ -283,6 +284,41 @@ def test_a_key_revoked_meanwhile_stops_the_socket_at_its_next_message(live):
     assert code == 4401
     message = "Connection closed: INVALID_CREDENTIAL: The credential has been revoked"
     assert frames == [{"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}]
+
+
+def test_a_key_that_expires_while_connected_stops_the_socket_at_its_next_message(live):
+    """Expiry moves no epoch: the connection must notice the clock itself."""
+    server, keys = live
+    expires_at = datetime.now(UTC) + timedelta(seconds=2)
+    status, issued = rest(
+        server,
+        "POST",
+        "/api/v1/keys",
+        keys[ADMIN]["key"],
+        {"name": "short-lived", "expires_at": expires_at.isoformat()},
+    )
+    assert status == 201, issued
+
+    async def scenario():
+        async with connect(server, issued["api_key"]) as ws:
+            await initialized(ws)
+            assert not (await call(ws, 1, "whoami")).get("isError")
+            await asyncio.sleep(max((expires_at - datetime.now(UTC)).total_seconds(), 0) + 0.3)
+            await ws.send(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 2,
+                        "method": "tools/call",
+                        "params": {"name": "whoami", "arguments": {}},
+                    }
+                )
+            )
+            return await closed(ws, within=5)
+
+    code, frames = run(scenario())
+    assert code == 4401
+    assert frames[-1]["error"]["message"] == "Connection closed: INVALID_CREDENTIAL: The credential has expired"
 
 
 def test_ending_a_session_mid_request_loses_no_audit_record(live):
