@@ -318,7 +318,9 @@ def test_a_key_that_expires_while_connected_stops_the_socket_at_its_next_message
 
     code, frames = run(scenario())
     assert code == 4401
-    assert frames[-1]["error"]["message"] == "Connection closed: INVALID_CREDENTIAL: The credential has expired"
+    assert (
+        frames[-1]["error"]["message"] == "Connection closed: INVALID_CREDENTIAL: The credential has expired"
+    )
 
 
 def test_ending_a_session_mid_request_loses_no_audit_record(live):
