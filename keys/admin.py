@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from chittyauth_site.errors import ServiceError
+from grants.forms import ScopeListField
 from identities.admin import PrincipalFilter, staff_caller
 from keys import services, signing_keys
 from keys.models import ApiKey, RevokedToken, SigningKey
@@ -20,7 +21,7 @@ class ApiKeyCreationForm(forms.ModelForm):
     """Creating a key is `generate_api_key`; its refusals show as form errors, its secret on the next page."""
 
     chitty_id = forms.CharField(max_length=128, label="Principal ChittyID")
-    scopes_text = forms.CharField(
+    scopes_text = ScopeListField(
         initial="*",
         label="Scopes",
         help_text="Space- or comma-separated, e.g. `*` or `read api_keys:generate`",
@@ -34,7 +35,7 @@ class ApiKeyCreationForm(forms.ModelForm):
         data = super().clean()
         if self.errors:
             return data
-        scopes = [s for s in data["scopes_text"].replace(",", " ").split() if s]
+        scopes = data["scopes_text"]
         try:
             issued = services.generate_api_key(
                 self.caller,

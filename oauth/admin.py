@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from chittyauth_site.errors import ServiceError
+from grants.forms import ScopeListField
 from identities.admin import staff_caller
 from oauth import services
 from oauth.models import Client
@@ -35,7 +36,7 @@ class ServiceClientCreationForm(forms.ModelForm):
     """Creating a service client is `create_service_client`; refusals show as form errors, the secret once."""
 
     chitty_id = forms.CharField(max_length=128, label="Acts for (ChittyID)")
-    scopes_text = forms.CharField(
+    scopes_text = ScopeListField(
         initial="*",
         label="Allowed scopes",
         help_text="Space- or comma-separated; its tokens never carry more, e.g. `*` or `read tokens:validate`",
@@ -54,7 +55,7 @@ class ServiceClientCreationForm(forms.ModelForm):
                 self.caller,
                 chitty_id=data["chitty_id"],
                 name=data.get("name") or "",
-                scopes=data["scopes_text"].replace(",", " ").split(),
+                scopes=data["scopes_text"],
             )
         except ServiceError as exc:
             raise forms.ValidationError(f"{exc.message} ({exc.code})") from exc
