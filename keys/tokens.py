@@ -34,6 +34,7 @@ from grants.permissions import covers, normalize_scope
 from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
 from identities.services import resolve_principal
+from keys.jwt_decoder import DECODER
 from keys.models import RevokedToken
 from keys.signing_keys import (
     ASYMMETRIC_ALGORITHMS,
@@ -384,7 +385,7 @@ def _verified_claims(token: object, epoch: int, *, check_lifetime: bool = True) 
     header = _unverified_segment(_unverified_parts(token)[0])
     key, algorithm = _verification_key(header, epoch)
     try:
-        claims = jwt.decode(
+        claims = DECODER.decode(
             token,
             key,
             algorithms=[algorithm],
