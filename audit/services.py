@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from audit.masking import mask_secret_string, mask_secrets
 from audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
+from chittyauth_site.memory_only import needs_io
 
 
 def canonical_event_json(
@@ -124,6 +125,7 @@ def record(
     Inputs are made storable first (an over-long target or an odd address must not lose the event), and
     secrets in `details`, `actor` and `target` are masked.
     """
+    needs_io("audit record")
     safe_details = mask_secrets(_storable_details(details or {}))
     stored_address = _storable_address(client_address)
     if client_address and stored_address is None:

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audit.services import record
 from chittyauth_site.errors import PermissionDenied
+from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
 from grants.models import Grant
 from grants.permissions import covers
@@ -74,6 +75,7 @@ def _principal_grants(identity_pk: int) -> _PrincipalGrants:
     epoch = current_epoch()
     entry = _cache.get(identity_pk)
     if entry is None or entry.epoch != epoch:
+        needs_io("grants lookup")
         entry = _load(identity_pk, epoch)
         with _cache_lock:
             if len(_cache) >= MAX_CACHED_PRINCIPALS:

@@ -22,6 +22,8 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
+from chittyauth_site.memory_only import needs_io
+
 logger = logging.getLogger(__name__)
 
 EPOCH_CHANNEL = "chittyauth:security-epoch"
@@ -49,6 +51,7 @@ class _RedisEpochFeed:
         if not self.live.is_set():
             return _unseen_epoch()
         if self.pending_publish.is_set():
+            needs_io("security epoch publish")
             self.publish()
         return self.count
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import record
 from chittyauth_site.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
 from grants.checks import authorize, caller_covers, check_permission
 from grants.permissions import WILDCARD, covers, normalize_scope
@@ -207,6 +208,7 @@ def _cached_snapshot(secret_hash: str) -> _KeySnapshot | None:
     snapshot = _cache.get(secret_hash)
     if snapshot is not None and snapshot.epoch == epoch:
         return snapshot
+    needs_io("API key lookup")
     snapshot = _snapshot(secret_hash, epoch)
     if snapshot is not None:
         with _cache_lock:
@@ -273,9 +275,18 @@ def _add_pending(key_id: str, count: int, last_used_at: datetime, now: float) ->
         pending.last_used_at = max(pending.last_used_at, last_used_at)
 
 
+def _write_due(key_id: str, now: float) -> bool:
+    """Would counting a use now also write counts out?"""
+    if _write_deadlines and _write_deadlines[0][0] <= now:
+        return True
+    return key_id not in _pending_uses and USAGE_FLUSH_INTERVAL_SECONDS <= 0
+
+
 def _count_use(key_id: str, used_at: datetime) -> None:
     now = time.monotonic()
     with _usage_lock:
+        if _write_due(key_id, now):
+            needs_io("API key use counts")
         _add_pending(key_id, 1, used_at, now)
         due = {}
         while _write_deadlines and _write_deadlines[0][0] <= now:

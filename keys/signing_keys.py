@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from audit.services import record
 from chittyauth_site.errors import Conflict, ServiceError, ValidationFailed
+from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
 from grants.checks import authorize
 from identities.invalidation import bump_epoch, current_epoch
@@ -250,6 +251,7 @@ def _key_ring(epoch: int | None = None) -> _KeyRing:
     epoch = current_epoch() if epoch is None else epoch
     ring = _ring
     if ring is None or ring.epoch != epoch:
+        needs_io("signing keys")
         ring = _ring = _load_ring(epoch)
     return ring
 

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from audit.services import record
 from chittyauth_site.errors import PermissionDenied, ValidationFailed
+from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
 from grants.checks import authorize, caller_covers, caller_may
 from grants.permissions import covers, normalize_scope
@@ -467,12 +468,14 @@ def _live_revoked_jtis() -> frozenset[str] | None:
 
 def _is_revoked(cached: _VerificationCache, jti: str) -> bool:
     if not cached.revoked_jtis_loaded:
+        needs_io("revoked tokens")
         cached.revoked_jtis = _live_revoked_jtis()
         cached.revoked_jtis_loaded = True
     if cached.revoked_jtis is not None:
         return jti in cached.revoked_jtis
     revoked = cached.revoked.get(jti)
     if revoked is None:
+        needs_io("revoked token lookup")
         revoked = RevokedToken.objects.filter(jti=jti).exists()
         if len(cached.revoked) >= MAX_CACHED_ENTRIES:
             cached.revoked.clear()
@@ -483,6 +486,7 @@ def _is_revoked(cached: _VerificationCache, jti: str) -> bool:
 def _principal(cached: _VerificationCache, chitty_id: str) -> Identity | None:
     if chitty_id in cached.principals:
         return cached.principals[chitty_id]
+    needs_io("principal lookup")
     identity = Identity.objects.filter(chitty_id=chitty_id).first()
     if len(cached.principals) >= MAX_CACHED_ENTRIES:
         cached.principals.clear()

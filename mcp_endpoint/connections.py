@@ -22,6 +22,7 @@ from typing import Protocol
 from django.utils import timezone
 
 from chittyauth_site.errors import ServiceError
+from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
 from identities.invalidation import current_epoch
 from keys.credentials import authenticate_bearer
@@ -50,6 +51,10 @@ class CallerSource(Protocol):
 
     def caller(self) -> Caller: ...
 
+    def is_settled(self) -> bool:
+        """True when `caller()` needs no I/O: nothing to re-check and nothing to write."""
+        ...
+
 
 @dataclass(frozen=True)
 class FixedCaller:
@@ -59,6 +64,9 @@ class FixedCaller:
 
     def caller(self) -> Caller:
         return self.authenticated
+
+    def is_settled(self) -> bool:
+        return True
 
 
 class ConnectionSession:
@@ -90,12 +98,14 @@ class ConnectionSession:
         with self._lock:
             epoch = current_epoch()
             if epoch != self._epoch or self._credential_expired():
+                needs_io("session re-check")
                 if not is_live(self.session_id):
                     raise SessionEnded(f"Session {self.session_id} has ended", session_id=self.session_id)
                 recheck()
                 self._epoch = epoch
             now = time.monotonic()
             if now - self._touched >= TOUCH_INTERVAL_SECONDS:
+                needs_io("session last seen")
                 touch_session(self.session_id)
                 self._touched = now
 
@@ -148,6 +158,9 @@ class LiveConnection:
     @property
     def session_id(self) -> str:
         return self.session.session_id
+
+    def is_settled(self) -> bool:
+        return self.session.is_settled()
 
     def caller(self) -> Caller:
         """The connection's caller, after re-checking session and credential if anything changed anywhere."""

@@ -5,6 +5,10 @@ the message's sender to its handler). Tool calls run the synchronous services in
 (`MCP_WORKER_THREADS`), not on the single thread-sensitive executor, so concurrent calls really run
 concurrently; each call starts and ends with Django's stale-connection cleanup, as a request would. A call
 whose caller is cancelled (a disconnect) still runs to its end in its thread: a transaction is not cut short.
+
+A read-only tool whose services guard their I/O (`answers_from_memory`) is first tried on the event loop
+when the connection has nothing to re-check: validating a key or token the process already knows needs no
+thread. If anything needs I/O (a cache miss, a due write, an audit record) it is run again in a worker.
 """
 
 import asyncio
@@ -25,6 +29,7 @@ from mcp.server import Server
 from mcp.shared.exceptions import MCPError
 
 from chittyauth_site.errors import ServiceError
+from chittyauth_site.memory_only import NeedsIO, answering_from_memory
 from mcp_endpoint import tools
 from mcp_endpoint.connections import CallerSource
 
@@ -108,6 +113,18 @@ def _run_tool(source: CallerSource, name: str, arguments: dict[str, Any] | None)
     return tools.call_tool(caller, name, arguments)
 
 
+def _answer_from_memory(
+    source: CallerSource, name: str, arguments: dict[str, Any] | None
+) -> tools.ToolOutcome | None:
+    if not tools.TOOLS[name].answers_from_memory or not source.is_settled():
+        return None
+    try:
+        with answering_from_memory():
+            return _run_tool(source, name, arguments)
+    except NeedsIO:
+        return None
+
+
 def _tool_listing(spec: tools.ToolSpec) -> types.Tool:
     return types.Tool(
         name=spec.name,
@@ -138,7 +155,9 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     source = current_caller_source.get(None)
     if source is None:
         raise MCPError(code=types.INTERNAL_ERROR, message="This connection has no authenticated caller")
-    outcome = await run_in_worker(_run_tool, source, params.name, params.arguments)
+    outcome = _answer_from_memory(source, params.name, params.arguments)
+    if outcome is None:
+        outcome = await run_in_worker(_run_tool, source, params.name, params.arguments)
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=outcome.text)],
         structured_content=outcome.structured,

@@ -20,6 +20,7 @@ from django.utils.dateparse import parse_datetime
 from jsonschema import Draft202012Validator, ValidationError
 
 from chittyauth_site.errors import ServiceError, ValidationFailed, error_body
+from chittyauth_site.memory_only import NeedsIO
 from grants import services as grant_services
 from grants.callers import Caller
 from grants.serializers import GrantSerializer, decision_as_dict
@@ -510,6 +511,8 @@ class ToolSpec:
     run: Callable[[Caller, dict], ToolOutcome]
     read_only: bool = False
     destructive: bool = False
+    # Its services guard every wait on I/O with `needs_io`, so a warm call can be answered on the event loop.
+    answers_from_memory: bool = False
 
     @property
     def output_schema(self) -> dict:
@@ -550,6 +553,7 @@ _SPECS = [
         KEY_VERIFICATION,
         validate_api_key,
         read_only=True,
+        answers_from_memory=True,
     ),
     ToolSpec(
         "generate_jwt",
@@ -582,6 +586,7 @@ _SPECS = [
         TOKEN_VERIFICATION,
         validate_jwt,
         read_only=True,
+        answers_from_memory=True,
     ),
     ToolSpec(
         "check_permission",
@@ -773,6 +778,8 @@ def call_tool(caller: Caller, name: str, arguments: dict[str, Any] | None) -> To
         return spec.run(caller, arguments)
     except ServiceError as exc:
         return error_outcome(exc.code, exc.message, **exc.extra)
+    except NeedsIO:  # not answerable from memory: the caller runs the call again in a worker thread
+        raise
     except Exception:  # the boundary: a bug must not reach the client as a traceback
         logger.exception("MCP tool %s failed for %s", name, caller.actor)
         return error_outcome("INTERNAL_ERROR", "Something went wrong on our side; it has been logged.")

@@ -286,6 +286,39 @@ def test_a_key_revoked_meanwhile_stops_the_socket_at_its_next_message(live):
     assert frames == [{"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}]
 
 
+def test_warm_validations_answered_on_the_event_loop_see_a_revocation_at_once(live):
+    """Repeat validations are answered from memory; revoking the key (another connection) changes the next
+    answer, and each refused validation is audited exactly once."""
+    server, keys = live
+    admin = keys[ADMIN]["key"]
+    status, issued = rest(server, "POST", "/api/v1/keys", admin, {"chitty_id": ALICE})
+    assert status == 201, issued
+
+    def refusals() -> int:
+        path = f"/api/v1/audit/events?action=api_key.validate&target={ALICE}&limit=200"
+        status, body = rest(server, "GET", path, admin)
+        assert status == 200, body
+        return len(body["events"])
+
+    async def scenario():
+        async with connect(server, admin) as ws:
+            await initialized(ws)
+            for request_id in range(1, 6):
+                valid = await call(ws, request_id, "validate_api_key", {"api_key": issued["api_key"]})
+                assert valid["structuredContent"]["valid"] is True, valid
+            status, body = await asyncio.to_thread(
+                rest, server, "POST", f"/api/v1/keys/{issued['key_id']}/revoke", admin, {}
+            )
+            assert status == 200, body
+            before = await asyncio.to_thread(refusals)
+            for request_id in range(6, 9):
+                refused = await call(ws, request_id, "validate_api_key", {"api_key": issued["api_key"]})
+                assert refused["structuredContent"]["code"] == "REVOKED", refused
+            assert await asyncio.to_thread(refusals) == before + 3
+
+    run(scenario())
+
+
 def test_a_key_that_expires_while_connected_stops_the_socket_at_its_next_message(live):
     """Expiry moves no epoch: the connection must notice the clock itself."""
     server, keys = live

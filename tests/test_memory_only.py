@@ -1,0 +1,89 @@
+"""Answering from memory: inside `answering_from_memory()` a service either answers exactly as it would
+anywhere else or raises `NeedsIO` having changed nothing, so running it again in a worker loses and doubles
+nothing."""
+
+import pytest
+
+from audit.models import AuditEvent
+from chittyauth_site.memory_only import NeedsIO, answering_from_memory
+from grants.callers import Caller
+from grants.services import grant_permission
+from keys import services as key_services
+from keys.credentials import authenticate_bearer
+from keys.models import ApiKey
+from keys.services import generate_api_key, validate_api_key
+from keys.tokens import generate_jwt, revoke_jwt, validate_jwt
+
+SYSTEM = Caller.system("tests")
+
+
+@pytest.fixture
+def cast(make_identity):
+    validator = make_identity("CHITTY-PEO-MEMVALIDATOR-A")
+    owner = make_identity("CHITTY-PEO-MEMOWNER-A")
+    grant_permission(SYSTEM, grantee_chitty_id=validator.chitty_id, permission="api_keys:validate")
+    grant_permission(SYSTEM, grantee_chitty_id=validator.chitty_id, permission="tokens:validate")
+    caller_key = generate_api_key(SYSTEM, chitty_id=validator.chitty_id, scopes=["*"])
+    return authenticate_bearer(caller_key.secret), owner
+
+
+def from_memory(function, *args):
+    with answering_from_memory():
+        return function(*args)
+
+
+def test_a_cold_key_needs_io_and_a_warm_one_is_answered_the_same(cast):
+    caller, owner = cast
+    issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
+    with pytest.raises(NeedsIO):
+        from_memory(validate_api_key, caller, issued.secret)
+    answer = validate_api_key(caller, issued.secret)
+    assert answer.valid
+    assert from_memory(validate_api_key, caller, issued.secret) == answer
+
+
+def test_a_revoked_key_is_never_answered_valid_from_memory(cast):
+    caller, owner = cast
+    issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
+    assert validate_api_key(caller, issued.secret).valid
+    key_services.revoke_api_key(SYSTEM, issued.api_key.key_id)
+    with pytest.raises(NeedsIO):  # the epoch moved: the cached answer is gone
+        from_memory(validate_api_key, caller, issued.secret)
+    assert validate_api_key(caller, issued.secret).code == "REVOKED"
+
+
+def test_a_failed_validation_is_audited_once_not_from_memory(cast):
+    caller, owner = cast
+    issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
+    key_services.revoke_api_key(SYSTEM, issued.api_key.key_id)
+    assert validate_api_key(caller, issued.secret).code == "REVOKED"
+    before = AuditEvent.objects.filter(action="api_key.validate").count()
+    with pytest.raises(NeedsIO):
+        from_memory(validate_api_key, caller, issued.secret)
+    assert AuditEvent.objects.filter(action="api_key.validate").count() == before
+    validate_api_key(caller, issued.secret)
+    assert AuditEvent.objects.filter(action="api_key.validate").count() == before + 1
+
+
+def test_use_counts_due_for_writing_need_io_and_none_is_lost_or_doubled(cast, monkeypatch):
+    caller, owner = cast
+    issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
+    assert validate_api_key(caller, issued.secret).valid  # warm, one use pending
+    from_memory(validate_api_key, caller, issued.secret)  # a second use, nothing due yet
+    monkeypatch.setattr(key_services, "USAGE_FLUSH_INTERVAL_SECONDS", 0)
+    key_services._write_deadlines[0] = (0.0, issued.api_key.key_id)  # the pending uses are now due
+    with pytest.raises(NeedsIO):
+        from_memory(validate_api_key, caller, issued.secret)
+    assert validate_api_key(caller, issued.secret).valid  # run again where writing is fine
+    assert ApiKey.objects.get(key_id=issued.api_key.key_id).use_count == 3
+
+
+def test_tokens_are_answered_from_memory_only_while_nothing_changed(cast):
+    caller, owner = cast
+    first, second = (generate_jwt(SYSTEM, chitty_id=owner.chitty_id) for _ in range(2))
+    assert validate_jwt(caller, first.token).valid
+    assert from_memory(validate_jwt, caller, second.token).valid  # fresh token, warm caches
+    revoke_jwt(SYSTEM, token=second.token)
+    with pytest.raises(NeedsIO):
+        from_memory(validate_jwt, caller, second.token)
+    assert validate_jwt(caller, second.token).code == "REVOKED"
