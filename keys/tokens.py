@@ -483,9 +483,13 @@ def _is_revoked(cached: _VerificationCache, jti: str) -> bool:
     return revoked
 
 
+_UNKNOWN = object()
+
+
 def _principal(cached: _VerificationCache, chitty_id: str) -> Identity | None:
-    if chitty_id in cached.principals:
-        return cached.principals[chitty_id]
+    known = cached.principals.get(chitty_id, _UNKNOWN)
+    if known is not _UNKNOWN:
+        return known
     needs_io("principal lookup")
     identity = Identity.objects.filter(chitty_id=chitty_id).first()
     if len(cached.principals) >= MAX_CACHED_ENTRIES:

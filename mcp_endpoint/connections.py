@@ -95,7 +95,10 @@ class ConnectionSession:
         """Raise `SessionEnded` if the session is over. When the epoch has moved or the credential's expiry
         has come, `recheck` runs too (e.g. the credential); the new epoch is remembered only once every check
         passed, so a refusal repeats."""
-        with self._lock:
+        if not self._lock.acquire(blocking=False):  # a worker is re-checking: never wait for it on the loop
+            needs_io("session re-check in progress")
+            self._lock.acquire()
+        try:
             epoch = current_epoch()
             if epoch != self._epoch or self._credential_expired():
                 needs_io("session re-check")
@@ -108,6 +111,8 @@ class ConnectionSession:
                 needs_io("session last seen")
                 touch_session(self.session_id)
                 self._touched = now
+        finally:
+            self._lock.release()
 
     def is_settled(self) -> bool:
         """Nothing to re-check or write: the epoch has not moved and `last_seen` is fresh. Cheap enough to

@@ -29,6 +29,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from chittyauth_site.errors import ServiceError
+from chittyauth_site.memory_only import NeedsIO, answering_from_memory
 from keys.credentials import CredentialRejected
 from mcp_endpoint.connections import LiveConnection, SessionEnded
 from mcp_endpoint.server import before_server_shutdown, current_caller_source, mcp_server, run_in_worker
@@ -204,7 +205,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
 
     async def _still_allowed(self) -> bool:
         """Re-check session and credential if the security epoch moved; close the socket if either is gone."""
-        if self.connection.session.is_settled():
+        if self._settled():
             return True
         try:
             await run_in_worker(self.connection.caller)
@@ -215,6 +216,14 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             await self._stop(CLOSE_UNAUTHENTICATED, f"{exc.code}: {exc.message}")
             return False
         return True
+
+    def _settled(self) -> bool:
+        """Asked on the event loop, so anything that would need I/O (a pending epoch publish) means "no"."""
+        try:
+            with answering_from_memory():
+                return self.connection.is_settled()
+        except NeedsIO:
+            return False
 
     async def session_ended(self, event: dict) -> None:
         """The channel-layer message `sessions.services` sends when this socket's session ends."""

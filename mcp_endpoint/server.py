@@ -116,11 +116,11 @@ def _run_tool(source: CallerSource, name: str, arguments: dict[str, Any] | None)
 def _answer_from_memory(
     source: CallerSource, name: str, arguments: dict[str, Any] | None
 ) -> tools.ToolOutcome | None:
-    if not tools.TOOLS[name].answers_from_memory or not source.is_settled():
+    if not tools.TOOLS[name].answers_from_memory:
         return None
     try:
         with answering_from_memory():
-            return _run_tool(source, name, arguments)
+            return _run_tool(source, name, arguments) if source.is_settled() else None
     except NeedsIO:
         return None
 

@@ -13,6 +13,7 @@ from keys.credentials import authenticate_bearer
 from keys.models import ApiKey
 from keys.services import generate_api_key, validate_api_key
 from keys.tokens import generate_jwt, revoke_jwt, validate_jwt
+from mcp_endpoint.connections import ConnectionSession
 
 SYSTEM = Caller.system("tests")
 
@@ -87,3 +88,14 @@ def test_tokens_are_answered_from_memory_only_while_nothing_changed(cast):
     with pytest.raises(NeedsIO):
         from_memory(validate_jwt, caller, second.token)
     assert validate_jwt(caller, second.token).code == "REVOKED"
+
+
+def test_a_session_being_rechecked_by_a_worker_is_not_waited_for(db):
+    session = ConnectionSession("ses_memory_only", owned=False)
+    session._lock.acquire()  # a worker thread is in the middle of re-checking it
+    try:
+        with pytest.raises(NeedsIO):
+            from_memory(session.ensure_live)
+    finally:
+        session._lock.release()
+    from_memory(session.ensure_live)  # nothing to re-check, nobody holding it: answered from memory

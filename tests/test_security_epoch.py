@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from identities.invalidation import bump_now, current_epoch
+from chittyauth_site.memory_only import NeedsIO, answering_from_memory
+from identities.invalidation import _epoch_source, bump_now, current_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,3 +62,16 @@ def test_without_the_feed_every_call_is_a_fresh_epoch(settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     first, second = current_epoch(), current_epoch()
     assert first < 0 and second < 0 and first != second
+
+
+@pytest.mark.redis
+def test_a_publish_still_owed_is_io_and_never_done_while_answering_from_memory():
+    """After a failed publish the next epoch read retries it over the network: not on an event loop."""
+    assert settled_epoch() >= 0
+    feed = _epoch_source()
+    feed.pending_publish.set()  # as a publish that failed would leave it
+    with pytest.raises(NeedsIO), answering_from_memory():
+        current_epoch()
+    assert feed.pending_publish.is_set()
+    current_epoch()
+    assert not feed.pending_publish.is_set()
