@@ -78,6 +78,22 @@ def _error_frame(code: int, message: str, request_id: Any = None) -> str:
     return error.model_dump_json(by_alias=True, exclude_unset=True)
 
 
+def _read_frame_slowly(text: str) -> tuple[types.JSONRPCMessage | None, str]:
+    """A frame the one-pass parse refused: parse it step by step to say what is wrong with it (or accept it,
+    where only the JSON parsers disagree, e.g. on NaN)."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        return None, _error_frame(types.PARSE_ERROR, "Parse error: the frame is not JSON")
+    if isinstance(raw, list):
+        return None, _error_frame(types.INVALID_REQUEST, "JSON-RPC batches are not supported")
+    try:
+        return types.jsonrpc_message_adapter.validate_python(raw, by_name=False), ""
+    except ValidationError:
+        request_id = raw.get("id") if isinstance(raw, dict) else None
+        return None, _error_frame(types.INVALID_REQUEST, "Not a JSON-RPC 2.0 message", request_id)
+
+
 class OpenSockets:
     """The sockets this process serves. daphne stops its event loop on SIGTERM without reliably telling the
     connections first, so a shutdown hook ends their sessions (and closes them with 4503) before that."""
@@ -179,23 +195,12 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             )
             return
         try:
-            raw = json.loads(text_data)
-        except (ValueError, RecursionError):
-            await self.send(text_data=_error_frame(types.PARSE_ERROR, "Parse error: the frame is not JSON"))
-            return
-        if isinstance(raw, list):
-            await self.send(
-                text_data=_error_frame(types.INVALID_REQUEST, "JSON-RPC batches are not supported")
-            )
-            return
-        try:
-            message = types.jsonrpc_message_adapter.validate_python(raw, by_name=False)
+            message = types.jsonrpc_message_adapter.validate_json(text_data, by_name=False)
         except ValidationError:
-            request_id = raw.get("id") if isinstance(raw, dict) else None
-            await self.send(
-                text_data=_error_frame(types.INVALID_REQUEST, "Not a JSON-RPC 2.0 message", request_id)
-            )
-            return
+            message, error = _read_frame_slowly(text_data)
+            if message is None:
+                await self.send(text_data=error)
+                return
         inbox = self.inbox
         if await self._still_allowed():
             with contextlib.suppress(

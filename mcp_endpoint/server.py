@@ -26,6 +26,7 @@ import mcp_types as types
 from django.conf import settings
 from django.db import close_old_connections
 from mcp.server import Server
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.shared.exceptions import MCPError
 
 from chittyauth_site.errors import ServiceError
@@ -173,7 +174,7 @@ def _input_schema(name: str) -> dict | None:
 @functools.cache
 def mcp_server() -> Server:
     """The process's MCP server (handlers hold no per-connection state)."""
-    return Server(
+    server = Server(
         SERVER_NAME,
         version=SERVER_VERSION,
         title="ChittyAuth",
@@ -182,3 +183,6 @@ def mcp_server() -> Server:
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+    if not settings.MCP_OPENTELEMETRY:
+        server.middleware = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
+    return server

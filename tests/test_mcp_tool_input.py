@@ -1,9 +1,11 @@
 """Bad tool arguments get INVALID_INPUT from the MCP adapter, never an internal error."""
 
 import pytest
+from mcp.server._otel import OpenTelemetryMiddleware
 
 from grants.callers import Caller
 from grants.services import grant_permission
+from mcp_endpoint.server import mcp_server
 from mcp_endpoint.tools import call_tool
 
 ADMIN = "CHITTY-PEO-ADMIN1-A"
@@ -22,3 +24,14 @@ def test_an_impossible_or_malformed_timestamp_is_invalid_input(make_identity, ex
     outcome = call_tool(caller, "grant_authorization", arguments)
     assert outcome.is_error
     assert outcome.structured["error"]["code"] == "INVALID_INPUT"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_sdk_opentelemetry_span_per_request_is_opt_in(settings, enabled):
+    settings.MCP_OPENTELEMETRY = enabled
+    mcp_server.cache_clear()
+    try:
+        spans = [m for m in mcp_server().middleware if isinstance(m, OpenTelemetryMiddleware)]
+        assert len(spans) == (1 if enabled else 0)
+    finally:
+        mcp_server.cache_clear()
