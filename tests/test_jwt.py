@@ -29,7 +29,9 @@ from chittyauth_site.errors import PermissionDenied, ServiceError, ValidationFai
 from grants.callers import Caller
 from grants.services import grant_permission
 from identities.services import suspend_identity
+from keys.credentials import authenticate_bearer
 from keys.models import RevokedToken, SigningKey
+from keys.services import generate_api_key
 from keys.signing_keys import (
     active_signing_key,
     jwks_document,
@@ -467,6 +469,24 @@ def test_generated_lifetime_follows_expires_in(alice, caller_for):
     issued = generate_jwt(caller_for(alice, "tokens:generate"), chitty_id=alice.chitty_id, expires_in="15m")
     _, payload = split(issued.token)
     assert payload["exp"] - payload["iat"] == 900
+
+
+@pytest.mark.parametrize("minted_with", ["jwt", "api_key"])
+def test_a_token_never_outlives_the_credential_that_minted_it(minted_with, alice, caller_for, system_caller):
+    grant_permission(system_caller, grantee_chitty_id=alice.chitty_id, permission="tokens:generate")
+    if minted_with == "jwt":
+        credential = generate_jwt(system_caller, chitty_id=alice.chitty_id, expires_in="10m").token
+    else:
+        credential = generate_api_key(
+            system_caller, chitty_id=alice.chitty_id, expires_at=timezone.now() + timedelta(minutes=10)
+        ).secret
+    caller = authenticate_bearer(credential)
+    renewed = generate_jwt(caller, chitty_id=alice.chitty_id, expires_in="1h")
+    assert renewed.expires_at == caller.expires_at.replace(microsecond=0)
+    assert verify_jwt(renewed.token).expires_at == renewed.expires_at
+    longer = generate_jwt(caller_for(alice), chitty_id=alice.chitty_id, expires_in="1h")  # no expiry: 1 h
+    _, payload = split(longer.token)
+    assert payload["exp"] - payload["iat"] == 3600
 
 
 # Caller claims
