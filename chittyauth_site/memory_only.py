@@ -7,8 +7,6 @@ already hold the answer, without the hop to a worker thread and back. Django's o
 from an event loop) stays in force underneath as the backstop.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 
 _answering_from_memory: ContextVar[bool] = ContextVar("answering_from_memory", default=False)
@@ -18,13 +16,20 @@ class NeedsIO(Exception):
     """The call cannot be answered from memory; nothing was changed. Run it again in a worker thread."""
 
 
-@contextmanager
-def answering_from_memory() -> Iterator[None]:
-    token = _answering_from_memory.set(True)
-    try:
-        yield
-    finally:
-        _answering_from_memory.reset(token)
+class _AnsweringFromMemory:
+    """A plain context manager: it wraps every warm MCP tool call, where a generator-based one costs more."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _answering_from_memory.set(True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _answering_from_memory.reset(self._token)
+
+
+def answering_from_memory() -> _AnsweringFromMemory:
+    return _AnsweringFromMemory()
 
 
 def needs_io(what: str) -> None:
