@@ -151,8 +151,6 @@ async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> t
 
 
 async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-    """The result is built unvalidated: the SDK checks it against the protocol's `CallToolResult` for the
-    connection's version as it serializes it, so validating it here too would only do it twice."""
     if params.name not in tools.TOOLS:
         raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
     source = current_caller_source.get(None)
@@ -161,8 +159,8 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     outcome = _answer_from_memory(source, params.name, params.arguments)
     if outcome is None:
         outcome = await run_in_worker(_run_tool, source, params.name, params.arguments)
-    return types.CallToolResult.model_construct(
-        content=[types.TextContent.model_construct(type="text", text=outcome.text)],
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=outcome.text)],
         structured_content=outcome.structured,
         is_error=outcome.is_error,
     )
