@@ -1,9 +1,15 @@
 """Who is asking: the principal behind a request and the credential it came with."""
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.utils import timezone
+
+from chittyauth_site.errors import ValidationFailed
 from identities.models import Identity
+
+# A credential minted by one about to expire must still be usable for a moment (JWT times are whole seconds).
+MIN_REMAINING_LIFETIME = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,19 @@ class Caller:
     @property
     def chitty_id(self) -> str | None:
         return self.identity.chitty_id if self.identity else None
+
+    def bounded_expiry(self, requested: datetime | None) -> datetime | None:
+        """When a credential this caller mints must expire: no later than the caller's own credential, so a
+        short-lived token cannot mint a key or token that outlives it. `None` means never."""
+        if self.expires_at is None:
+            return requested
+        bounded = self.expires_at if requested is None else min(requested, self.expires_at)
+        if bounded < timezone.now() + MIN_REMAINING_LIFETIME:
+            raise ValidationFailed(
+                "The credential you are using expires now; authenticate again first",
+                code="CREDENTIAL_EXPIRING",
+            )
+        return bounded
 
     def is_principal(self, identity: Identity) -> bool:
         return self.identity is not None and self.identity.pk == identity.pk

@@ -195,12 +195,19 @@ def _snapshot(secret_hash: str, epoch: int) -> _KeySnapshot | None:
         key_id=key_id,
         chitty_id=identity.chitty_id,
         scopes=tuple(scopes),
-        expires_at=expires_at,
+        expires_at=_valid_until(expires_at, revoked_at),
         name=name,
         environment=environment,
         identity=identity,
     )
     return _KeySnapshot(epoch, revoked_at, expires_at, identity.is_active, answer)
+
+
+def _valid_until(expires_at: datetime | None, revoked_at: datetime | None) -> datetime | None:
+    """A live key with a revocation already set (rotated, in its overlap) stops working then."""
+    if revoked_at is None:
+        return expires_at
+    return revoked_at if expires_at is None else min(expires_at, revoked_at)
 
 
 def _cached_snapshot(secret_hash: str) -> _KeySnapshot | None:
@@ -227,7 +234,9 @@ def _judge(snapshot: _KeySnapshot, now: datetime) -> KeyVerification:
         code = VerificationCode.IDENTITY_SUSPENDED
     else:
         return snapshot.answer_if_live
-    return replace(snapshot.answer_if_live, valid=False, code=code, identity=None)
+    return replace(
+        snapshot.answer_if_live, valid=False, code=code, expires_at=snapshot.expires_at, identity=None
+    )
 
 
 def _evaluate(raw: object, now: datetime) -> KeyVerification:
@@ -370,7 +379,7 @@ def generate_api_key(
             principal,
             name=name,
             scopes=scopes,
-            expires_at=expires_at,
+            expires_at=caller.bounded_expiry(expires_at),
             environment=environment,
             created_by=caller.actor,
         )
@@ -524,7 +533,7 @@ def rotate_api_key(caller: Caller, key_id: str, *, overlap_seconds: int | None =
             principal,
             name=old_key.name,
             scopes=tuple(old_key.scopes),
-            expires_at=old_key.expires_at,
+            expires_at=caller.bounded_expiry(old_key.expires_at),
             environment=old_key.environment,
             created_by=caller.actor,
             rotated_from=old_key,

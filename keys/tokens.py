@@ -269,6 +269,7 @@ def generate_jwt(
     _refuse_escalation(caller, identity.chitty_id, requested, for_self)
 
     issued_at = int(timezone.now().timestamp())
+    expires = caller.bounded_expiry(datetime.fromtimestamp(issued_at + lifetime, tz=UTC))
     jti = secrets.token_urlsafe(JTI_BYTES)
     payload = {
         **extra_claims,
@@ -278,7 +279,7 @@ def generate_jwt(
         "chitty_id": identity.chitty_id,
         "iat": issued_at,
         "nbf": issued_at,
-        "exp": _capped_expiry(caller, issued_at + lifetime),
+        "exp": int(expires.timestamp()),
         "jti": jti,
         "scope": " ".join(requested),
     }
@@ -306,14 +307,6 @@ def generate_jwt(
         )
         open_session(bearer, AuthSession.Channel.JWT, expires_at=expires_at)
     return IssuedToken(token, jti, identity.chitty_id, expires_at, algorithm, kid, requested)
-
-
-def _capped_expiry(caller: Caller, expires: int) -> int:
-    """A token never outlives the credential that minted it: otherwise a token holding tokens:generate could
-    renew itself for ever."""
-    if caller.expires_at is None:
-        return expires
-    return min(expires, int(caller.expires_at.timestamp()))
 
 
 def _record_issue(
