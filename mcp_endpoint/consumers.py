@@ -27,6 +27,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from chittyauth_site.errors import ServiceError
 from chittyauth_site.memory_only import NeedsIO, answering_from_memory
@@ -70,7 +71,7 @@ def _header(scope: dict, wanted: bytes) -> str:
 
 
 def _error_frame(code: int, message: str, request_id: Any = None) -> str:
-    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool) or not _encodable(request_id):
         request_id = None
     error = types.JSONRPCError(
         jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
@@ -92,6 +93,23 @@ def _read_frame_slowly(text: str) -> tuple[types.JSONRPCMessage | None, str]:
     except ValidationError:
         request_id = raw.get("id") if isinstance(raw, dict) else None
         return None, _error_frame(types.INVALID_REQUEST, "Not a JSON-RPC 2.0 message", request_id)
+
+
+def _answer_frame(message: types.JSONRPCMessage) -> str:
+    try:
+        return message.model_dump_json(by_alias=True, exclude_unset=True)
+    except PydanticSerializationError:  # e.g. a lone surrogate echoed back from the request
+        request_id = getattr(message, "id", None)
+        return _error_frame(types.INTERNAL_ERROR, "The answer could not be encoded as JSON", request_id)
+
+
+def _encodable(value: str | int) -> bool:
+    """JSON text may escape lone surrogates ("\\ud800") that no reply can carry back."""
+    try:
+        str(value).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class OpenSockets:
@@ -172,7 +190,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
     async def _send_answers(self, outgoing: MemoryObjectReceiveStream[SessionMessage]) -> None:
         async with outgoing:
             async for answer in outgoing:
-                await self.send(text_data=answer.message.model_dump_json(by_alias=True, exclude_unset=True))
+                await self.send(text_data=_answer_frame(answer.message))
 
     async def dispatch(self, message: dict) -> None:
         """Channels closes stale database connections on a worker thread before every frame. Every database
@@ -183,6 +201,15 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """A frame that breaks this code closes the socket (4500, session ended) instead of killing the
+        consumer without its clean-up; the traceback goes to the log only."""
+        try:
+            await self._receive(text_data)
+        except Exception:  # the boundary
+            logger.exception("MCP WebSocket frame handling failed")
+            await self._stop(CLOSE_INTERNAL_ERROR, "internal error")
+
+    async def _receive(self, text_data: str | None) -> None:
         if self.inbox is None:
             return
         if text_data is None:

@@ -150,6 +150,7 @@ def test_bad_frames_get_json_rpc_errors_and_the_socket_stays_usable(live):
         (b"\x00binary", -32600),
         (json.dumps({"jsonrpc": "2.0", "id": 7, "method": "ping", "padding": "x" * MAX_FRAME_BYTES}), -32600),
         (json.dumps({"hello": "world"}), -32600),
+        (json.dumps({"id": "\ud800"}), -32600),  # an id no reply can carry: answered with id null
     ]
 
     async def scenario():
@@ -162,6 +163,8 @@ def test_bad_frames_get_json_rpc_errors_and_the_socket_stays_usable(live):
                 assert error["id"] is None
             unknown = await request(ws, 8, "no/such/method")
             assert (unknown["id"], unknown["error"]["code"]) == (8, -32601)
+            unencodable = await request(ws, 11, "\ud800")  # the SDK echoes the method back in its error
+            assert (unencodable["id"], unencodable["error"]["code"]) == (11, -32603)
             assert (await request(ws, 9, "ping")) == {"jsonrpc": "2.0", "id": 9, "result": {}}
             assert (await call(ws, 10, "whoami"))["structuredContent"]["chitty_id"] == ADMIN
 
