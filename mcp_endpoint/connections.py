@@ -9,7 +9,8 @@ Every transport authenticates through `keys.credentials.authenticate_bearer` and
 
 Long-lived connections (WebSocket, stdio) re-check, whenever the shared security epoch has moved, that their
 session is still live and their credential still valid, so a revocation stops them at their next message even
-if the close broadcast was lost. All of this is synchronous Django code, run in a worker thread.
+if the close broadcast was lost. All of this is synchronous Django code, run in a worker thread; on the event
+loop only inside `answering_from_memory()`, where every wait on I/O raises `NeedsIO` instead.
 """
 
 import threading
