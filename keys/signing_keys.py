@@ -138,18 +138,47 @@ def _encrypt_private_key(private_key: Any) -> str:
     return _encryption().encrypt(pem).decode("ascii")
 
 
+def _undecryptable(kid: str) -> ServiceError:
+    logger.error("Signing key %s cannot be decrypted with SIGNING_KEY_ENCRYPTION_KEY", kid)
+    return ServiceError(
+        f"Signing key {kid} cannot be decrypted: SIGNING_KEY_ENCRYPTION_KEY does not include "
+        "the key it was encrypted with",
+        code="SIGNING_KEY_UNAVAILABLE",
+        http_status=503,
+    )
+
+
 def _decrypt_private_key(signing_key: SigningKey) -> Any:
     try:
         pem = _encryption().decrypt(signing_key.private_key_encrypted.encode("ascii"))
     except InvalidToken:
-        logger.error("Signing key %s cannot be decrypted with SIGNING_KEY_ENCRYPTION_KEY", signing_key.kid)
-        raise ServiceError(
-            f"Signing key {signing_key.kid} cannot be decrypted: SIGNING_KEY_ENCRYPTION_KEY does not include "
-            "the key it was encrypted with",
-            code="SIGNING_KEY_UNAVAILABLE",
-            http_status=503,
-        ) from None
+        raise _undecryptable(signing_key.kid) from None
     return serialization.load_pem_private_key(pem, password=None)
+
+
+def reencrypt_private_keys(caller: Caller) -> list[str]:
+    """Re-encrypt every stored private key under the first SIGNING_KEY_ENCRYPTION_KEY, so the older keys can
+    then be dropped from the list. All or nothing; the keys themselves do not change. Returns their kids."""
+    authorize(caller, "signing_keys:rotate", target="signing-keys")
+    encryption = _encryption()
+    with transaction.atomic():
+        held = list(SigningKey.objects.select_for_update().exclude(private_key_encrypted="").order_by("pk"))
+        for signing_key in held:
+            try:
+                rotated = encryption.rotate(signing_key.private_key_encrypted.encode("ascii"))
+            except InvalidToken:
+                raise _undecryptable(signing_key.kid) from None
+            signing_key.private_key_encrypted = rotated.decode("ascii")
+            signing_key.save(update_fields=["private_key_encrypted"])
+        kids = [signing_key.kid for signing_key in held]
+        record(
+            "signing_key.reencrypt",
+            actor=caller.actor,
+            target="signing-keys",
+            client_address=caller.client_address,
+            details={"kids": kids},
+        )
+    return kids
 
 
 def _new_signing_key(algorithm: str, *, is_active: bool) -> SigningKey:

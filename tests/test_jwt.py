@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -28,6 +28,7 @@ from audit.models import AuditEvent
 from chittyauth_site.errors import PermissionDenied, ServiceError, ValidationFailed
 from grants.callers import Caller
 from grants.services import grant_permission
+from identities.invalidation import bump_now
 from identities.services import suspend_identity
 from keys.credentials import authenticate_bearer
 from keys.models import RevokedToken, SigningKey
@@ -695,6 +696,34 @@ def test_private_keys_are_encrypted_at_rest_and_the_encryption_key_rotates(setti
 
     rotate_signing_key(Caller.system("tests"))
     assert b"PRIVATE KEY" in Fernet(second).decrypt(active_signing_key().private_key_encrypted.encode())
+
+
+def test_reencrypting_lets_the_old_encryption_key_be_dropped(settings, db, alice, system_caller):
+    settings.JWT_SIGNING_ALGORITHM = "EdDSA"
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.SIGNING_KEY_ENCRYPTION_KEY = old
+    kid = active_signing_key().kid
+    settings.SIGNING_KEY_ENCRYPTION_KEY = f"{new},{old}"
+    output = io.StringIO()
+    call_command("reencrypt_signing_keys", stdout=output)
+    assert kid in output.getvalue()
+
+    settings.SIGNING_KEY_ENCRYPTION_KEY = new
+    bump_now()  # a fresh process: nothing decrypted is cached
+    issued = generate_jwt(system_caller, chitty_id=alice.chitty_id)
+    assert issued.kid == kid and verify_jwt(issued.token).valid
+    event = AuditEvent.objects.filter(action="signing_key.reencrypt").get()
+    assert event.details == {"kids": [kid]}
+
+
+def test_reencrypting_with_the_old_encryption_key_already_dropped_changes_nothing(settings, db):
+    settings.SIGNING_KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    stored = active_signing_key().private_key_encrypted
+    settings.SIGNING_KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    with pytest.raises(CommandError, match="SIGNING_KEY_UNAVAILABLE"):
+        call_command("reencrypt_signing_keys", stdout=io.StringIO())
+    assert active_signing_key().private_key_encrypted == stored
+    assert not AuditEvent.objects.filter(action="signing_key.reencrypt").exists()
 
 
 def test_a_key_encrypted_under_a_dropped_encryption_key_is_unavailable(settings, db):
