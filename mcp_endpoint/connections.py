@@ -52,10 +52,6 @@ class CallerSource(Protocol):
 
     def caller(self) -> Caller: ...
 
-    def is_settled(self) -> bool:
-        """True when `caller()` needs no I/O: nothing to re-check and nothing to write."""
-        ...
-
 
 @dataclass(frozen=True)
 class FixedCaller:
@@ -65,9 +61,6 @@ class FixedCaller:
 
     def caller(self) -> Caller:
         return self.authenticated
-
-    def is_settled(self) -> bool:
-        return True
 
 
 class ConnectionSession:

@@ -121,7 +121,9 @@ def _answer_from_memory(
         return None
     try:
         with answering_from_memory():
-            return _run_tool(source, name, arguments) if source.is_settled() else None
+            return _run_tool(
+                source, name, arguments
+            )  # `caller()` raises NeedsIO if it has anything to re-check
     except NeedsIO:
         return None
 

@@ -8,6 +8,7 @@ from audit.models import AuditEvent
 from chittyauth_site.memory_only import NeedsIO, answering_from_memory
 from grants.callers import Caller
 from grants.services import grant_permission
+from identities.invalidation import bump_now
 from keys import services as key_services
 from keys.credentials import authenticate_bearer
 from keys.models import ApiKey
@@ -99,3 +100,10 @@ def test_a_session_being_rechecked_by_a_worker_is_not_waited_for(db):
     finally:
         session._lock.release()
     from_memory(session.ensure_live)  # nothing to re-check, nobody holding it: answered from memory
+
+
+def test_a_session_with_anything_to_recheck_needs_io(db):
+    session = ConnectionSession("ses_memory_only", owned=False)
+    bump_now()  # something changed somewhere: the session and credential must be re-checked
+    with pytest.raises(NeedsIO):
+        from_memory(session.ensure_live)
