@@ -145,6 +145,33 @@ def authorize(caller: Caller, permission: str, resource_id: str = "", *, target:
     )
 
 
+def refuse_escalation(
+    caller: Caller, scopes: tuple[str, ...], *, for_self: bool, action: str, target: str, minting: str
+) -> None:
+    """No credential is minted wider than the one minting it, nor (for another principal) than the caller's
+    grants: raise `PermissionDenied` naming the first scope that is not, and audit the refusal."""
+    if caller.is_exempt:
+        return
+    for scope in scopes:
+        held = any(covers(own, scope) for own in caller.scopes)
+        if held and (for_self or caller_covers(caller, scope)):
+            continue
+        record(
+            action,
+            outcome="denied",
+            actor=caller.actor,
+            target=target,
+            client_address=caller.client_address,
+            details={"scope": scope, "reason": "escalation", "credential_id": caller.credential_id},
+        )
+        holder = "you do not hold it yourself" if held else "the credential you are using does not hold it"
+        raise PermissionDenied(
+            f"You cannot mint {minting} with the scope {scope}: {holder}",
+            code="ESCALATION_REFUSED",
+            scope=scope,
+        )
+
+
 def caller_covers(caller: Caller, pattern: str, resource_id: str = "") -> bool:
     """No escalation: does the caller effectively hold everything `pattern` stands for?"""
     if caller.is_exempt:

@@ -25,11 +25,11 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import record
-from chittyauth_site.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from chittyauth_site.errors import Conflict, NotFound, ValidationFailed
 from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
-from grants.checks import authorize, caller_covers, check_permission
-from grants.permissions import WILDCARD, covers, normalize_scope
+from grants.checks import authorize, check_permission, refuse_escalation
+from grants.permissions import WILDCARD, normalize_scope
 from identities.chitty_ids import parse_chitty_id
 from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
@@ -365,7 +365,9 @@ def generate_api_key(
         )
     for_self = caller.chitty_id == chitty_id
     authorize(caller, "api_keys:generate" if for_self else "api_keys:manage", target=chitty_id)
-    _refuse_escalation(caller, scopes, for_self=for_self, action="api_key.generate", target=chitty_id)
+    refuse_escalation(
+        caller, scopes, for_self=for_self, action="api_key.generate", target=chitty_id, minting="a key"
+    )
     principal = resolve_principal(chitty_id)
     for scope in scopes:
         if scope != WILDCARD and not check_permission(principal, scope).allowed:
@@ -417,31 +419,6 @@ def _create_key(
         rotated_from=rotated_from,
     )
     return IssuedApiKey(api_key, secret)
-
-
-def _refuse_escalation(
-    caller: Caller, scopes: tuple[str, ...], *, for_self: bool, action: str, target: str
-) -> None:
-    """Every scope must be within the caller's credential, and, for another principal, its own grants."""
-    if caller.is_exempt:
-        return
-    for scope in scopes:
-        within_credential = any(covers(own, scope) for own in caller.scopes)
-        if within_credential and (for_self or caller_covers(caller, scope)):
-            continue
-        record(
-            action,
-            outcome=AuditEvent.Outcome.DENIED,
-            actor=caller.actor,
-            target=target,
-            client_address=caller.client_address,
-            details={"scope": scope, "reason": "escalation", "credential_id": caller.credential_id},
-        )
-        raise PermissionDenied(
-            f"You cannot issue a key with the scope {scope} because you do not hold it yourself",
-            code="ESCALATION_REFUSED",
-            scope=scope,
-        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -521,8 +498,13 @@ def rotate_api_key(caller: Caller, key_id: str, *, overlap_seconds: int | None =
     for_self = _authorize_key_access(caller, api_key)
     _refuse_rotating_lapsed(api_key, timezone.now())
     chitty_id = api_key.principal.chitty_id
-    _refuse_escalation(
-        caller, tuple(api_key.scopes), for_self=for_self, action="api_key.rotate", target=chitty_id
+    refuse_escalation(
+        caller,
+        tuple(api_key.scopes),
+        for_self=for_self,
+        action="api_key.rotate",
+        target=chitty_id,
+        minting="a key",
     )
     principal = resolve_principal(chitty_id)
     with transaction.atomic():

@@ -27,11 +27,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
-from chittyauth_site.errors import PermissionDenied, ValidationFailed
+from chittyauth_site.errors import ValidationFailed
 from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
-from grants.checks import authorize, caller_covers, caller_may
-from grants.permissions import covers, normalize_scope
+from grants.checks import authorize, caller_may, refuse_escalation
+from grants.permissions import normalize_scope
 from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
 from identities.services import resolve_principal
@@ -227,30 +227,6 @@ def _requested_scopes(scopes: list[str] | None, caller: Caller) -> tuple[str, ..
     return tuple(dict.fromkeys(normalize_scope(scope) for scope in scopes))
 
 
-def _refuse_escalation(caller: Caller, chitty_id: str, scopes: tuple[str, ...], for_self: bool) -> None:
-    """A token is never wider than the credential that mints it, nor (for another) than the caller's grants."""
-    if caller.is_exempt:
-        return
-    for scope in scopes:
-        held = any(covers(mine, scope) for mine in caller.scopes)
-        if held and (for_self or caller_covers(caller, scope)):
-            continue
-        record(
-            "token.generate",
-            outcome="denied",
-            actor=caller.actor,
-            target=chitty_id,
-            client_address=caller.client_address,
-            details={"scope": scope, "reason": "escalation", "credential_id": caller.credential_id},
-        )
-        holder = "you do not hold it yourself" if held else "the credential you are using does not hold it"
-        raise PermissionDenied(
-            f"You cannot mint a token with scope {scope}: {holder}",
-            code="ESCALATION_REFUSED",
-            scope=scope,
-        )
-
-
 def generate_jwt(
     caller: Caller,
     *,
@@ -266,7 +242,14 @@ def generate_jwt(
     for_self = caller.chitty_id is not None and caller.chitty_id == chitty_id
     authorize(caller, "tokens:generate" if for_self else "tokens:manage", target=str(chitty_id)[:128])
     identity = resolve_principal(chitty_id)
-    _refuse_escalation(caller, identity.chitty_id, requested, for_self)
+    refuse_escalation(
+        caller,
+        requested,
+        for_self=for_self,
+        action="token.generate",
+        target=identity.chitty_id,
+        minting="a token",
+    )
 
     issued_at = int(timezone.now().timestamp())
     expires = caller.bounded_expiry(datetime.fromtimestamp(issued_at + lifetime, tz=UTC))

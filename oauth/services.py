@@ -32,7 +32,7 @@ from audit.models import AuditEvent
 from audit.services import record
 from chittyauth_site.errors import PermissionDenied, ValidationFailed
 from grants.callers import Caller
-from grants.checks import authorize, caller_covers, caller_may
+from grants.checks import authorize, caller_covers, caller_may, refuse_escalation
 from grants.permissions import KNOWN_PERMISSIONS, WILDCARD, covers, normalize_scope
 from identities.models import Identity
 from identities.services import resolve_principal
@@ -40,7 +40,6 @@ from identities.staff_links import linked_identity
 from keys import tokens as jwt_tokens
 from keys.credentials import authenticate_authorization_header
 from keys.models import RevokedToken
-from keys.services import _refuse_escalation
 from keys.signing_keys import signing_key_for_issuing
 from keys.tokens import HS256, JTI_BYTES, JWT_TYP, MAX_SCOPES, revoke_jti_for_session, verify_jwt
 from oauth.models import Client, IssuedAccessToken
@@ -507,12 +506,13 @@ def create_service_client(
     allowed = _normalized(scopes or [WILDCARD])
     if len(allowed) > MAX_SCOPES:
         raise ValidationFailed(f"At most {MAX_SCOPES} scopes", code="INVALID_SCOPES")
-    _refuse_escalation(
+    refuse_escalation(
         caller,
         allowed,
         for_self=caller.chitty_id == chitty_id,
         action="oauth.client.register",
         target=chitty_id,
+        minting="a client",
     )
     identity = resolve_principal(chitty_id)
     secret = generate_client_secret()
