@@ -211,9 +211,10 @@ def _wait_until_serving(server: LiveServer) -> None:
 
 
 @contextlib.contextmanager
-def daphne_server(env: dict[str, str], folder: Path) -> Iterator[LiveServer]:
-    """daphne serving ChittyAuth on a free loopback port, stopped (never leaked) on the way out."""
-    port = free_port()
+def daphne_server(env: dict[str, str], folder: Path, port: int | None = None) -> Iterator[LiveServer]:
+    """daphne serving ChittyAuth on `port` (a free loopback port if none), stopped (never leaked) on the way
+    out. Pass the port when the environment must name the server's own URL."""
+    port = port or free_port()
     log = folder / f"daphne-{port}.log"
     with log.open("w") as output:
         process = subprocess.Popen(

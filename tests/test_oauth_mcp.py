@@ -3,19 +3,11 @@ and authorization server metadata, registers itself, runs the authorization code
 plays the browser: a staff login linked to a ChittyID signs in and consents), and calls tools with the token.
 """
 
-import contextlib
 import html
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import anyio
@@ -35,10 +27,8 @@ from mcp.shared.auth import (
 from pydantic import AnyUrl
 
 from tests.conftest import free_port
-from tests.mcp_live import base_env, manage
+from tests.mcp_live import base_env, daphne_server, manage
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DAPHNE = str(Path(sys.executable).parent / "daphne")
 PERSON = "CHITTY-PEO-OAUTHMCP1-A"
 SERVICE = "CHITTY-PEO-OAUTHSVC1-A"
 USERNAME, PASSWORD = "consenting-staff", "a-long-staff-password-42"
@@ -65,41 +55,6 @@ print(json.dumps({{"client_id": issued.client.client_id, "client_secret": issued
 """
 
 
-@contextlib.contextmanager
-def daphne(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
-    """daphne on `port`, stopped (its process group killed if it lingers) on the way out."""
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "chittyauth_site.asgi:application"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=5):  # noqa: S310 - loopback URL we built
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     folder = tmp_path_factory.mktemp("oauth-mcp")
@@ -112,8 +67,8 @@ def live(tmp_path_factory):
     )
     manage(env, "migrate", "--noinput", "-v0")
     service = json.loads(manage(env, "shell", "-v", "0", "-c", _SEED).strip().splitlines()[-1])
-    with daphne(env, port, folder / "daphne.log") as server_url:
-        yield server_url, service
+    with daphne_server(env, folder, port) as server:
+        yield server.url, service
 
 
 class MemoryStorage:
