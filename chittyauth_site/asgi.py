@@ -1,5 +1,5 @@
-"""ASGI entry point for daphne: HTTP through Django (MCP's Streamable HTTP at `/mcp`), WebSocket through
-Channels (MCP at `/mcp/ws`)."""
+"""ASGI entry point for daphne: HTTP through Django (MCP's Streamable HTTP at `/mcp`; warm validations by the
+REST fast path), WebSocket through Channels (MCP at `/mcp/ws`)."""
 
 import os
 
@@ -10,9 +10,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chittyauth_site.settings")
 
 django_asgi_app = get_asgi_application()
 
-from mcp_endpoint.http import with_mcp_http  # noqa: E402 - needs the apps loaded by get_asgi_application()
+from chittyauth_site.rest_fast_path import with_rest_fast_path  # noqa: E402 - needs the apps loaded first
+from mcp_endpoint.http import with_mcp_http  # noqa: E402
 from mcp_endpoint.routing import websocket_application  # noqa: E402
 
 application = ProtocolTypeRouter(
-    {"http": with_mcp_http(django_asgi_app), "websocket": websocket_application()}
+    {"http": with_rest_fast_path(with_mcp_http(django_asgi_app)), "websocket": websocket_application()}
 )

@@ -1,6 +1,13 @@
 """Small pieces every REST adapter shares."""
 
+from typing import Any, ClassVar
+
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.serializers import Serializer
+from rest_framework.views import APIView
+
+from grants.callers import Caller
 
 
 def validated(serializer_class: type[Serializer], data) -> dict:
@@ -8,3 +15,20 @@ def validated(serializer_class: type[Serializer], data) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+class AnswerView(APIView):
+    """A POST whose whole job is `answer(caller, validated input)`: one read-only service call.
+
+    Spelled this way so the REST fast path (`chittyauth_site.rest_fast_path`) can call the very same
+    `answer` for a warm request without Django's request machinery.
+    """
+
+    input_serializer: ClassVar[type[Serializer]]
+
+    @staticmethod
+    def answer(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def post(self, request: Request) -> Response:
+        return Response(self.answer(request.auth, validated(self.input_serializer, request.data)))

@@ -219,6 +219,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# Warm POST /api/v1/keys/validate and /api/v1/tokens/validate answered without Django's request machinery
+# (chittyauth_site/rest_fast_path.py); off sends every request through Django.
+REST_FAST_PATH = _env_bool("REST_FAST_PATH", True)
 SPECTACULAR_SETTINGS = {
     "TITLE": "ChittyAuth API",
     "DESCRIPTION": "Authentication and authorization for the ChittyOS ecosystem.",

@@ -1,12 +1,15 @@
 """REST adapters for API keys and JWTs: parse, call one service, render."""
 
+from typing import Any
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chittyauth_site.rest import validated
+from chittyauth_site.rest import AnswerView, validated
+from grants.callers import Caller
 from keys import services, tokens
 from keys.serializers import (
     ApiKeySerializer,
@@ -101,11 +104,15 @@ class ApiKeyRotateView(APIView):
         return Response(issued_key_as_dict(issued), status=201)
 
 
-class ApiKeyValidateView(APIView):
-    @extend_schema(request=ValidateKeySerializer, responses=VERIFICATION)
-    def post(self, request: Request) -> Response:
-        data = validated(ValidateKeySerializer, request.data)
-        return Response(services.validate_api_key(request.auth, data["api_key"]).as_dict())
+@extend_schema(request=ValidateKeySerializer, responses=VERIFICATION)
+class ApiKeyValidateView(AnswerView):
+    """Check an API key: your own freely, anyone's with `api_keys:validate`. Refusals are audited."""
+
+    input_serializer = ValidateKeySerializer
+
+    @staticmethod
+    def answer(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
+        return services.validate_api_key(caller, data["api_key"]).as_dict()
 
 
 class TokenGenerateView(APIView):
@@ -124,11 +131,15 @@ class TokenGenerateView(APIView):
         return Response(issued_token_as_dict(issued), status=201)
 
 
-class TokenValidateView(APIView):
-    @extend_schema(request=ValidateTokenSerializer, responses=TOKEN_VERIFICATION)
-    def post(self, request: Request) -> Response:
-        data = validated(ValidateTokenSerializer, request.data)
-        return Response(tokens.validate_jwt(request.auth, data["token"]).as_dict())
+@extend_schema(request=ValidateTokenSerializer, responses=TOKEN_VERIFICATION)
+class TokenValidateView(AnswerView):
+    """Check a JWT issued here: your own freely, anyone's with `tokens:validate`. Refusals are audited."""
+
+    input_serializer = ValidateTokenSerializer
+
+    @staticmethod
+    def answer(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
+        return tokens.validate_jwt(caller, data["token"]).as_dict()
 
 
 class TokenRevokeView(APIView):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 
 from django.conf import settings
 from django.db import DatabaseError, connections, router, transaction
@@ -26,7 +27,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import record
 from chittyauth_site.errors import Conflict, NotFound, ValidationFailed
-from chittyauth_site.memory_only import needs_io
+from chittyauth_site.memory_only import needs_io, when_answered
 from grants.callers import Caller
 from grants.checks import authorize, check_permission, refuse_escalation
 from grants.permissions import WILDCARD, normalize_scope
@@ -294,8 +295,12 @@ def _write_due(key_id: str, now: float) -> bool:
 def _count_use(key_id: str, used_at: datetime) -> None:
     now = time.monotonic()
     with _usage_lock:
-        if _write_due(key_id, now):
-            needs_io("API key use counts")
+        write_due = _write_due(key_id, now)
+    if not write_due:
+        when_answered(partial(_count_pending_use, key_id, used_at, now))
+        return
+    needs_io("API key use counts")
+    with _usage_lock:
         _add_pending(key_id, 1, used_at, now)
         due = {}
         while _write_deadlines and _write_deadlines[0][0] <= now:
@@ -303,6 +308,12 @@ def _count_use(key_id: str, used_at: datetime) -> None:
             due[due_key_id] = _pending_uses.pop(due_key_id)
     if due:
         _write_uses(due)
+
+
+def _count_pending_use(key_id: str, used_at: datetime, now: float) -> None:
+    """Counted in memory only; a write that fell due meanwhile is done by the next use."""
+    with _usage_lock:
+        _add_pending(key_id, 1, used_at, now)
 
 
 def _write_uses(uses: dict[str, _PendingUse]) -> bool:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
@@ -44,7 +43,7 @@ from chittyauth_site.errors import ServiceError
 from grants.callers import Caller
 from keys.credentials import CredentialRejected, authenticate_bearer
 from mcp_endpoint.connections import ConnectionSession, FixedCaller, SessionEnded
-from mcp_endpoint.origins import allowed_hosts, origin_allowed
+from mcp_endpoint.origins import host_allowed, origin_allowed
 from mcp_endpoint.server import before_server_shutdown, current_caller_source, mcp_server, run_in_worker
 from oauth.services import supported_scopes
 from sessions.models import AuthSession
@@ -375,8 +374,7 @@ def with_mcp_http(django_app: Asgi) -> Asgi:
             await django_app(scope, receive, send)
             return
         headers = scope["headers"]
-        host, _port = split_domain_port(_header(headers, b"host") or "")
-        if not host or not validate_host(host, allowed_hosts()):
+        if not host_allowed(_header(headers, b"host")):
             await Response("Invalid Host header", 400)(scope, receive, send)
             return
         if not origin_allowed(_header(headers, b"origin")):

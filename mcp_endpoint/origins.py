@@ -9,6 +9,7 @@ from urllib.parse import ParseResult, urlparse
 
 from channels.security.websocket import OriginValidator
 from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 
 
 def allowed_hosts() -> list[str]:
@@ -16,6 +17,12 @@ def allowed_hosts() -> list[str]:
     if settings.DEBUG and not settings.ALLOWED_HOSTS:
         return [".localhost", "127.0.0.1", "[::1]"]
     return settings.ALLOWED_HOSTS
+
+
+def host_allowed(host_header: str | None) -> bool:
+    """Django's `ALLOWED_HOSTS` check of a Host header, for ASGI paths that answer before Django does."""
+    host, _port = split_domain_port(host_header or "")
+    return bool(host) and validate_host(host, allowed_hosts())
 
 
 class BrowserOriginValidator(OriginValidator):

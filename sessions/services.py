@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audit.services import record
 from chittyauth_site.errors import Conflict, NotFound, ValidationFailed
+from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
 from grants.checks import authorize
 from identities.invalidation import bump_epoch, current_epoch
@@ -124,9 +125,11 @@ def touch_credential_session(caller: Caller, channel: str) -> str:
     epoch = current_epoch()
     if known is not None and known.epoch == epoch and _still_open(known, now):
         if now - known.last_seen_written >= LAST_SEEN_WRITE_INTERVAL:
+            needs_io("session last seen")
             AuthSession.objects.filter(session_id=known.session_id).update(last_seen_at=now)
             known.last_seen_written = now
         return known.session_id
+    needs_io("session lookup")
     session = _live_session_for(caller, channel, now) or open_session(caller, channel)
     with _rest_lock:
         if len(_rest_sessions) > 50_000:

@@ -1,0 +1,214 @@
+"""The REST fast path: a warm `POST /api/v1/keys/validate` or `/api/v1/tokens/validate` answered on the event
+loop, without Django's request machinery (about ten times the cost of the validation itself).
+
+It answers only the plain case, entirely from memory (`answering_from_memory()`): a JSON body the view's
+serializer accepts, a bearer credential, and a caller, session, grants and answer that the per-process
+caches already hold. Anything else (a cold cache, a refusal to audit, a use count due to be written, an
+unusual header, a bad body) goes to Django exactly as it arrived, body replayed, so every error, audit record
+and header rule stays Django's and nothing is counted twice. The answer itself comes from the same view's
+`answer()`, rendered by DRF's own renderer; tests hold both paths' status, headers and body equal.
+
+`REST_FAST_PATH = False` sends everything through Django.
+"""
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
+from django.conf import settings
+from django.urls import resolve, reverse
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+
+from chittyauth_site.errors import ServiceError
+from chittyauth_site.memory_only import NeedsIO, answering_from_memory
+from chittyauth_site.rest import AnswerView
+from keys.authentication import BearerCredentialAuthentication, rest_caller
+from mcp_endpoint.origins import host_allowed
+
+FAST_ROUTE_NAMES = ("key-validate", "token-validate")
+MAX_BODY_BYTES = 16 * 1024  # the largest valid body (an 8 KiB token, JSON-escaped) fits
+JSON = b"application/json"
+# The request headers the answer depends on; a request carrying any of them twice goes to Django.
+READ_HEADERS = frozenset(
+    {b"authorization", b"host", b"content-type", b"accept", b"user-agent", b"cookie", b"x-forwarded-proto"}
+)
+
+Asgi = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Any]
+
+
+def with_rest_fast_path(app: Asgi) -> Asgi:
+    """Wrap the HTTP application; with `REST_FAST_PATH` off, return it unchanged."""
+    if not settings.REST_FAST_PATH:
+        return app
+    routes = {reverse(name): _answer_view(reverse(name)) for name in FAST_ROUTE_NAMES}
+
+    async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        view = routes.get(scope["path"]) if _plain_post(scope) else None
+        if view is None:
+            await app(scope, receive, send)
+            return
+        received, body = await _read_body(receive)
+        if received[-1]["type"] == "http.disconnect":
+            return  # the client is gone; Django would not answer either
+        headers = _read_headers(scope)
+        answer = None
+        if body is not None and headers is not None and _plain_headers(scope, headers):
+            answer = _answer_from_memory(view, scope, headers, body)
+        if answer is None:
+            await app(scope, _replaying(received, receive), send)
+            return
+        response_headers = _response_headers(view, scope, headers, answer)
+        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    return application
+
+
+def _answer_view(path: str) -> type[AnswerView]:
+    """The view Django routes `path` to, which must be an `AnswerView` on the project's plain DRF policies
+    (bearer authentication, IsAuthenticated, no throttles, JSON in and out): the fast path applies just those."""
+    view = resolve(path).func.view_class
+    plain = (
+        issubclass(view, AnswerView)
+        and view.authentication_classes == [BearerCredentialAuthentication]
+        and view.permission_classes == [IsAuthenticated]
+        and not view.throttle_classes
+        and view.parser_classes == [JSONParser]
+        and view.renderer_classes == [JSONRenderer]
+    )
+    if not plain:
+        raise TypeError(f"{path} is not a plain AnswerView; take it out of FAST_ROUTE_NAMES")
+    return view
+
+
+def _plain_post(scope: Scope) -> bool:
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "POST"
+        and not scope.get("root_path")
+        and not scope.get("query_string")
+    )
+
+
+async def _read_body(receive: ASGIReceiveCallable) -> tuple[list[ASGIReceiveEvent], bytes | None]:
+    """Every message read (to replay) and the whole body, or None when it is too large or never completed."""
+    limit = min(MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or MAX_BODY_BYTES)
+    received: list[ASGIReceiveEvent] = []
+    size = 0
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request":
+            return received, None
+        size += len(message.get("body", b""))
+        if size > limit:
+            return received, None
+        if not message.get("more_body", False):
+            return received, b"".join(part.get("body", b"") for part in received)
+
+
+def _replaying(received: list[ASGIReceiveEvent], receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
+    pending = list(received)
+
+    async def replay() -> ASGIReceiveEvent:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
+def _answer_from_memory(
+    view: type[AnswerView], scope: Scope, headers: dict[bytes, bytes], body: bytes
+) -> bytes | None:
+    """The rendered answer, or None to let Django answer (which then does everything, audit included)."""
+    try:
+        data = JSONParser().parse(io.BytesIO(body))
+    except ParseError:
+        return None
+    serializer = view.input_serializer(data=data)
+    if not serializer.is_valid():
+        return None
+    client = scope.get("client")
+    try:
+        with answering_from_memory():
+            caller = rest_caller(
+                headers[b"authorization"],
+                client_address=client[0] if client else None,
+                user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+            )
+            return JSONRenderer().render(view.answer(caller, serializer.validated_data))
+    except (NeedsIO, ServiceError):
+        return None
+
+
+def _read_headers(scope: Scope) -> dict[bytes, bytes] | None:
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        name = name.lower()
+        if name in READ_HEADERS:
+            if name in headers:
+                return None
+            headers[name] = value
+    return headers
+
+
+def _plain_headers(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    """What Django and DRF would accept without a redirect, an error or a different rendering."""
+    return (
+        b"authorization" in headers
+        and b"cookie" not in headers
+        and headers.get(b"content-type", b"").lower() == JSON
+        and headers.get(b"accept", JSON).lower() in (JSON, b"*/*")
+        and host_allowed(headers.get(b"host", b"").decode("latin-1"))
+        and not (settings.SECURE_SSL_REDIRECT and not _is_secure(scope, headers))
+        and not settings.USE_X_FORWARDED_HOST
+        and not settings.PREPEND_WWW
+        and not settings.DISALLOWED_USER_AGENTS
+    )
+
+
+def _is_secure(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    """`HttpRequest.is_secure()`, for the same request."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        meta_name, secure_value = settings.SECURE_PROXY_SSL_HEADER
+        header = meta_name.removeprefix("HTTP_").replace("_", "-").lower().encode()
+        if header in headers:
+            return headers[header].decode("latin-1").split(",")[0].strip() == secure_value
+    return scope.get("scheme") == "https"
+
+
+def _response_headers(
+    view: type[AnswerView], scope: Scope, request_headers: dict[bytes, bytes], body: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The headers Django's stack (DRF, CommonMiddleware, SecurityMiddleware, XFrameOptionsMiddleware) sets on
+    this 200; `tests/test_rest_fast_path.py` compares them with Django's own."""
+    headers = [(b"Content-Type", JSON)]
+    headers += [(name.encode(), value.encode()) for name, value in view().default_response_headers.items()]
+    headers += [
+        (b"X-Frame-Options", settings.X_FRAME_OPTIONS.upper().encode()),
+        (b"Content-Length", str(len(body)).encode()),
+    ]
+    if settings.SECURE_HSTS_SECONDS and _is_secure(scope, request_headers):
+        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            hsts += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            hsts += "; preload"
+        headers.append((b"Strict-Transport-Security", hsts.encode()))
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append((b"X-Content-Type-Options", b"nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        headers.append((b"Referrer-Policy", _referrer_policy().encode()))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append((b"Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()))
+    return headers
+
+
+def _referrer_policy() -> str:
+    """As SecurityMiddleware spells it."""
+    policy = settings.SECURE_REFERRER_POLICY
+    values = policy.split(",") if isinstance(policy, str) else policy
+    return ",".join(value.strip() for value in values)

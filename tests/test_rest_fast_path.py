@@ -1,0 +1,331 @@
+"""The REST fast path, through the service's real ASGI application: a warm validation is answered without
+Django's request machinery and exactly as Django answers it (status, headers, body); everything else reaches
+Django intact, and nothing is counted or audited twice."""
+
+import json
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.asgi import get_asgi_application
+from django.core.signals import request_started
+
+from audit.models import AuditEvent
+from chittyauth_site import asgi
+from chittyauth_site.rest_fast_path import MAX_BODY_BYTES, with_rest_fast_path
+from grants.callers import Caller
+from grants.services import grant_permission
+from identities.models import Identity
+from identities.services import suspend_identity
+from keys.models import ApiKey
+from keys.services import flush_usage, generate_api_key, revoke_api_key
+from keys.tokens import generate_jwt, revoke_jwt
+from tests.mcp_live import ADMIN, BOB, base_env, daphne_server, rest, service_database
+
+pytestmark = pytest.mark.django_db
+
+SYSTEM = Caller.system("tests")
+VALIDATOR = "CHITTY-PEO-FASTVALIDATOR-A"
+OWNER = "CHITTY-PEO-FASTOWNER-A"
+KEYS, TOKENS = "/api/v1/keys/validate", "/api/v1/tokens/validate"
+FAST = asgi.application
+DJANGO = asgi.django_asgi_app  # the same service without the fast path in front
+
+
+@pytest.fixture
+def cast(make_identity):
+    """A validator holding `api_keys:validate` and `tokens:validate`, and an owner with a key and a token."""
+    make_identity(VALIDATOR)
+    make_identity(OWNER)
+    for permission in ("api_keys:validate", "tokens:validate"):
+        grant_permission(SYSTEM, grantee_chitty_id=VALIDATOR, permission=permission)
+    validator_key = generate_api_key(SYSTEM, chitty_id=VALIDATOR, scopes=["*"])
+    return {
+        "validator": validator_key.secret,
+        "validator_key_id": validator_key.api_key.key_id,
+        "key": generate_api_key(SYSTEM, chitty_id=OWNER),
+        "token": generate_jwt(SYSTEM, chitty_id=OWNER).token,
+    }
+
+
+@contextmanager
+def django_requests():
+    """Counts the requests Django's own handler took (it sends `request_started` for each)."""
+    seen = []
+
+    def started(**kwargs) -> None:
+        seen.append(kwargs)
+
+    request_started.connect(started)
+    try:
+        yield seen
+    finally:
+        request_started.disconnect(started)
+
+
+def post(app, path: str, body: dict | bytes, *, bearer: str | None = None, **headers: str) -> httpx.Response:
+    """One request through `app` over ASGI (Django's sync parts run on this thread, inside the test's
+    transaction)."""
+    headers = {"content-type": "application/json", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    if bearer is not None:
+        headers["authorization"] = f"Bearer {bearer}"
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.post(path, content=content, headers=headers)
+
+    return async_to_sync(send)()
+
+
+def answered(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    return response.status_code, sorted(response.headers.multi_items()), response.content
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [(KEYS, lambda cast: {"api_key": cast["key"].secret}), (TOKENS, lambda cast: {"token": cast["token"]})],
+    ids=["api key", "jwt"],
+)
+def test_a_warm_validation_skips_django_and_answers_exactly_as_django_does(cast, path, body):
+    request = body(cast)
+    with django_requests() as seen:
+        from_django = post(DJANGO, path, request, bearer=cast["validator"])  # warms every cache
+        assert len(seen) == 1
+        from_fast_path = post(FAST, path, request, bearer=cast["validator"])
+        assert len(seen) == 1  # Django never saw it
+    assert from_django.status_code == 200
+    assert from_django.json()["valid"] is True
+    assert answered(from_fast_path) == answered(from_django)
+
+
+def test_a_cold_request_goes_to_django_and_warms_the_next(cast):
+    request = {"api_key": cast["key"].secret}
+    with django_requests() as seen:
+        first = post(FAST, KEYS, request, bearer=cast["validator"])
+        second = post(FAST, KEYS, request, bearer=cast["validator"])
+    assert len(seen) == 1
+    assert answered(first) == answered(second)
+    assert first.json()["chitty_id"] == OWNER
+
+
+def test_a_revocation_is_seen_on_the_very_next_request_and_audited_once(cast):
+    request = {"api_key": cast["key"].secret}
+    assert post(FAST, KEYS, request, bearer=cast["validator"]).json()["valid"] is True
+    revoke_api_key(SYSTEM, cast["key"].api_key.key_id)
+    refusals = AuditEvent.objects.filter(action="api_key.validate", outcome="failure")
+    with django_requests() as seen:
+        for expected_refusals in (1, 2):
+            answer = post(FAST, KEYS, request, bearer=cast["validator"]).json()
+            assert (answer["valid"], answer["code"]) == (False, "REVOKED")
+            assert refusals.count() == expected_refusals
+    assert len(seen) == 2  # a refusal is audited, so Django answers it every time
+
+
+def test_a_revoked_token_and_a_suspended_caller_are_seen_at_once(cast):
+    token_request = {"token": cast["token"]}
+    assert post(FAST, TOKENS, token_request, bearer=cast["validator"]).json()["valid"] is True
+    revoke_jwt(SYSTEM, token=cast["token"])
+    assert post(FAST, TOKENS, token_request, bearer=cast["validator"]).json()["code"] == "REVOKED"
+
+    key_request = {"api_key": cast["key"].secret}
+    assert post(FAST, KEYS, key_request, bearer=cast["validator"]).status_code == 200
+    suspend_identity(SYSTEM, Identity.objects.get(chitty_id=VALIDATOR))
+    refused = post(FAST, KEYS, key_request, bearer=cast["validator"])
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith('Bearer realm="chittyauth"')
+    assert refused.json()["error"]["code"] == "INVALID_CREDENTIAL"
+
+
+def test_uses_are_counted_once_whichever_path_answers(cast):
+    """Three answers from memory, one by Django, and one where the caller was authenticated from memory but
+    the key to validate was not cached, so Django did it all again: five uses of each key, no more."""
+    other = generate_api_key(SYSTEM, chitty_id=OWNER)
+    request = {"api_key": cast["key"].secret}
+    with django_requests() as seen:
+        for _ in range(4):
+            assert post(FAST, KEYS, request, bearer=cast["validator"]).json()["valid"] is True
+        assert post(FAST, KEYS, {"api_key": other.secret}, bearer=cast["validator"]).json()["valid"] is True
+    assert len(seen) == 2
+    flush_usage()
+    assert ApiKey.objects.get(key_id=cast["key"].api_key.key_id).use_count == 4
+    assert ApiKey.objects.get(key_id=other.api_key.key_id).use_count == 1
+    assert ApiKey.objects.get(key_id=cast["validator_key_id"]).use_count == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b'{"api_key": ', {}, 400, "MALFORMED_REQUEST"),
+        (b'{"api_key": NaN}', {}, 400, "MALFORMED_REQUEST"),
+        (b"[]", {}, 400, "INVALID_INPUT"),
+        (b'{"api_key": "' + b"x" * 600 + b'"}', {}, 400, "INVALID_INPUT"),
+        (b'{"api_key": "x"}', {"content_type": "text/plain"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (b'{"api_key": "x"}', {"accept": "text/html"}, 406, "NOT_ACCEPTABLE"),
+        (b'{"api_key": "' + b"x" * MAX_BODY_BYTES + b'"}', {}, 400, "INVALID_INPUT"),
+    ],
+    ids=["truncated", "nan", "not an object", "too long", "not json", "html wanted", "oversized body"],
+)
+def test_bad_requests_reach_django_whole_and_get_its_error(cast, body, headers, status, code):
+    with django_requests() as seen:
+        refused = post(FAST, KEYS, body, bearer=cast["validator"], **headers)
+    assert len(seen) == 1
+    assert refused.status_code == status, refused.content
+    assert refused.json()["error"]["code"] == code
+
+
+def test_a_bad_credential_gets_djangos_401_and_one_audit_record(cast):
+    refusals = AuditEvent.objects.filter(action="auth.failed")
+    for attempt in (1, 2):
+        refused = post(FAST, KEYS, {"api_key": cast["key"].secret}, bearer="chitty_live_not_a_key")
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "INVALID_CREDENTIAL"
+        assert refusals.count() == attempt
+
+
+def test_validating_anothers_key_without_the_permission_is_refused_every_time(cast, make_identity):
+    make_identity("CHITTY-PEO-FASTNOBODY-A")
+    nobody = generate_api_key(SYSTEM, chitty_id="CHITTY-PEO-FASTNOBODY-A").secret
+    refusals = AuditEvent.objects.filter(action="authorization.denied")
+    before = refusals.count()
+    for attempt in (1, 2):
+        refused = post(FAST, KEYS, {"api_key": cast["key"].secret}, bearer=nobody)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "PERMISSION_DENIED"
+        assert refusals.count() == before + attempt
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"cookie": "sessionid=abc"}, {"host": "evil.example"}, {"accept": "application/json; indent=4"}],
+    ids=["cookie", "unknown host", "indented json"],
+)
+def test_unusual_headers_are_left_to_django(cast, headers):
+    request = {"api_key": cast["key"].secret}
+    post(FAST, KEYS, request, bearer=cast["validator"])  # warm
+    with django_requests() as seen:
+        fast = post(FAST, KEYS, request, bearer=cast["validator"], **headers)
+        plain = post(DJANGO, KEYS, request, bearer=cast["validator"], **headers)
+    assert len(seen) == 2
+    assert answered(fast) == answered(plain)
+
+
+def test_behind_a_tls_proxy_the_answer_carries_djangos_hsts_and_plain_http_is_redirected(cast, settings):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_HSTS_PRELOAD = True
+    django_app = get_asgi_application()  # Django's middleware reads these settings when it is built
+    fast_app = with_rest_fast_path(django_app)
+    request = {"api_key": cast["key"].secret}
+    with django_requests() as seen:
+        from_django = post(django_app, KEYS, request, bearer=cast["validator"], x_forwarded_proto="https")
+        from_fast_path = post(fast_app, KEYS, request, bearer=cast["validator"], x_forwarded_proto="https")
+        redirected = post(fast_app, KEYS, request, bearer=cast["validator"])
+    assert len(seen) == 2
+    assert from_django.headers["strict-transport-security"] == "max-age=3600; includeSubDomains; preload"
+    assert answered(from_fast_path) == answered(from_django)
+    assert redirected.status_code == 301
+
+
+def test_the_fast_path_can_be_switched_off(cast, settings):
+    settings.REST_FAST_PATH = False
+    assert with_rest_fast_path(DJANGO) is DJANGO
+
+
+def test_a_body_sent_in_pieces_is_put_together(cast):
+    body = json.dumps({"api_key": cast["key"].secret}).encode()
+    post(FAST, KEYS, body, bearer=cast["validator"])  # warm
+    messages = [
+        {"type": "http.request", "body": body[:10], "more_body": True},
+        {"type": "http.request", "body": body[10:], "more_body": False},
+    ]
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": KEYS,
+        "raw_path": KEYS.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {cast['validator']}".encode()),
+        ],
+    }
+    with django_requests() as seen:
+        async_to_sync(FAST)(scope, receive, send)
+    assert len(seen) == 0
+    assert sent[0]["status"] == 200
+    assert json.loads(sent[1]["body"])["valid"] is True
+
+
+def test_a_client_gone_before_its_body_arrived_gets_nothing(cast):
+    messages = [{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}]
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "scheme": "http",
+        "path": KEYS,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
+    }
+    with django_requests() as seen:
+        async_to_sync(FAST)(scope, receive, send)
+    assert (seen, sent) == ([], [])
+
+
+def test_a_live_daphne_answers_warm_validations_and_sees_a_revocation_at_once(tmp_path):
+    """The deployed ASGI application over a real socket: the same answers warm as cold, the same security
+    headers, and a revocation made through the API refuses the very next validation."""
+    with (
+        service_database(tmp_path) as (database_url, keys),
+        daphne_server(base_env(database_url), tmp_path) as server,
+    ):
+        validate = {"api_key": keys[BOB]["key"]}
+        headers = {"Authorization": f"Bearer {keys[ADMIN]['key']}"}
+        answers = [
+            httpx.post(f"{server.url}{KEYS}", json=validate, headers=headers, timeout=30) for _ in range(3)
+        ]
+        assert {answer.status_code for answer in answers} == {200}
+        assert len({answer.content for answer in answers}) == 1
+        assert answers[0].json()["valid"] is True
+        for answer in answers:
+            assert answer.headers["x-frame-options"] == "DENY"
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            assert answer.headers["content-type"] == "application/json"
+        status, _ = rest(
+            server,
+            "POST",
+            f"/api/v1/keys/{keys[BOB]['key_id']}/revoke",
+            keys[ADMIN]["key"],
+            {},
+        )
+        assert status == 200
+        refused = httpx.post(f"{server.url}{KEYS}", json=validate, headers=headers, timeout=30).json()
+        assert (refused["valid"], refused["code"]) == (False, "REVOKED")
