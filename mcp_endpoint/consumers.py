@@ -30,10 +30,11 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from chittyauth_site.errors import ServiceError
+from chittyauth_site.graceful_shutdown import before_server_shutdown
 from chittyauth_site.memory_only import NeedsIO, answering_from_memory
 from keys.credentials import CredentialRejected
 from mcp_endpoint.connections import LiveConnection, SessionEnded
-from mcp_endpoint.server import before_server_shutdown, current_caller_source, mcp_server, run_in_worker
+from mcp_endpoint.server import current_caller_source, mcp_server, run_in_worker
 from sessions.models import AuthSession
 from sessions.services import session_group
 

@@ -40,11 +40,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chittyauth_site.errors import ServiceError
+from chittyauth_site.graceful_shutdown import before_server_shutdown
 from grants.callers import Caller
 from keys.credentials import CredentialRejected, authenticate_bearer
 from mcp_endpoint.connections import ConnectionSession, FixedCaller, SessionEnded
 from mcp_endpoint.origins import host_allowed, origin_allowed
-from mcp_endpoint.server import before_server_shutdown, current_caller_source, mcp_server, run_in_worker
+from mcp_endpoint.server import current_caller_source, mcp_server, run_in_worker
 from oauth.services import supported_scopes
 from sessions.models import AuthSession
 from sessions.services import touch_credential_session

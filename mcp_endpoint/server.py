@@ -15,9 +15,8 @@ import asyncio
 import contextvars
 import functools
 import queue
-import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -91,19 +90,6 @@ async def run_in_worker(function: Callable[..., _Result], /, *args: Any, **kwarg
     context = contextvars.copy_context()
     call = functools.partial(context.run, _with_fresh_connections, function, *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(_executor(), call)
-
-
-def before_server_shutdown(stop: Callable[[], Awaitable[None]]) -> None:
-    """Run `stop` while daphne's Twisted reactor shuts down, before it stops the event loop (daphne sends no
-    ASGI lifespan events, and its own cancelling of open connections is not to be relied on)."""
-    reactor = sys.modules.get("twisted.internet.reactor")
-    if reactor is None or not reactor.running:
-        return
-    from twisted.internet import defer
-
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(stop()))
-    )
 
 
 def _run_tool(source: CallerSource, name: str, arguments: dict[str, Any] | None) -> tools.ToolOutcome:

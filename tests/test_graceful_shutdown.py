@@ -1,0 +1,56 @@
+"""SIGTERM with Django requests in flight: they finish and are answered, then daphne exits (it used to hang
+with their worker threads waiting on a stopped event loop)."""
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.chittyid_authority_server import ChittyIDAuthorityServer
+from tests.mcp_live import ADMIN, CAST, SLOW, base_env, daphne_server, rest, service_database
+
+SLOW_AUTHORITY_SECONDS = 2.0
+IN_FLIGHT = 3
+EXIT_WITHIN_SECONDS = 10
+
+
+@pytest.fixture
+def authority():
+    server = ChittyIDAuthorityServer(slow_seconds=SLOW_AUTHORITY_SECONDS).start()
+    server.behaviours.update({chitty_id: "valid" for chitty_id in CAST} | {SLOW: "slow"})
+    yield server
+    server.stop()
+
+
+def test_requests_in_flight_at_sigterm_are_answered_and_daphne_exits(tmp_path, authority):
+    with service_database(tmp_path) as (database_url, keys):
+        env = base_env(
+            database_url,
+            CHITTYID_ENDPOINT=authority.url,
+            CHITTYID_API_KEY=authority.api_key,
+            CHITTYID_TIMEOUT_SECONDS="10",
+        )
+        with daphne_server(env, tmp_path) as server, ThreadPoolExecutor(IN_FLIGHT) as pool:
+            # Each new key's ChittyID is checked with the authority, which takes its time over SLOW.
+            answers = [
+                pool.submit(
+                    rest,
+                    server,
+                    "POST",
+                    "/api/v1/keys",
+                    keys[ADMIN]["key"],
+                    {"chitty_id": SLOW, "name": f"{n}"},
+                )
+                for n in range(IN_FLIGHT)
+            ]
+            deadline = time.monotonic() + 30
+            while not authority.requests_for(SLOW) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert authority.requests_for(SLOW), server.output()
+            time.sleep(0.2)  # the others reach the authority (or its lock) too
+            server.process.send_signal(signal.SIGTERM)
+            exit_code = server.process.wait(EXIT_WITHIN_SECONDS)
+            statuses = [answer.result(timeout=30)[0] for answer in answers]
+    assert exit_code == 0, server.output()
+    assert statuses == [201] * IN_FLIGHT, server.output()
