@@ -241,7 +241,8 @@ def test_every_tool_over_stdio_with_texts_structured_content_and_failures(live):
 
 
 def test_stdout_carries_only_protocol_messages(live, tmp_path):
-    """With verbose logging on, stdout still holds nothing but JSON-RPC answers; the logs go to stderr."""
+    """With verbose logging on, stdout still holds nothing but JSON-RPC answers (an unreadable line gets a
+    JSON-RPC error); the logs go to stderr."""
     database_url, keys = live
     initialize = {
         "protocolVersion": "2025-11-25",
@@ -266,12 +267,13 @@ def test_stdout_carries_only_protocol_messages(live, tmp_path):
         process.stdin.write(
             "\n" + json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n"
         )
+        process.stdin.write("not json\n" + json.dumps({"hello": "world"}) + "\n")
         call = {"name": "whoami", "arguments": {}}
         process.stdin.write(
             json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}) + "\n"
         )
         process.stdin.flush()
-        answers = [json.loads(process.stdout.readline()) for _ in range(2)]
+        answers = [json.loads(process.stdout.readline()) for _ in range(4)]
         process.stdin.close()
         rest_of_stdout = process.stdout.read()
         process.wait(timeout=60)
@@ -281,8 +283,12 @@ def test_stdout_carries_only_protocol_messages(live, tmp_path):
             process.wait()
     stderr = log.read_text()
     assert process.returncode == 0, stderr
-    assert [answer["id"] for answer in answers] == [1, 2]
-    assert answers[1]["result"]["structuredContent"]["chitty_id"] == ADMIN
+    assert [answer["id"] for answer in answers] == [1, None, None, 2]
+    assert [answer["error"]["code"] for answer in answers[1:3]] == [
+        -32700,
+        -32600,
+    ]  # and the line after is served
+    assert answers[3]["result"]["structuredContent"]["chitty_id"] == ADMIN
     assert rest_of_stdout == ""
     assert "DEBUG" in stderr
 

@@ -1,10 +1,16 @@
 """`manage.py mcp_stdio`: serve MCP on stdin/stdout, acting as the API key in `CHITTYAUTH_API_KEY`."""
 
 import os
+from collections.abc import AsyncIterable
+from typing import Any
 
 import anyio
+import mcp_types as types
+from anyio.streams.memory import MemoryObjectSendStream
 from django.core.management.base import BaseCommand, CommandError
 from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
 
 from chittyauth_site.errors import ServiceError
 from mcp_endpoint.connections import LiveConnection
@@ -18,7 +24,33 @@ async def serve(connection: LiveConnection) -> None:
     current_caller_source.set(connection)
     server = mcp_server()
     async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+        to_server, from_stdin = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_answer_unreadable_lines, read_stream, to_server, write_stream)
+            await server.run(from_stdin, write_stream, server.create_initialization_options())
+
+
+async def _answer_unreadable_lines(
+    lines: AsyncIterable[SessionMessage | Exception],
+    to_server: MemoryObjectSendStream[SessionMessage | Exception],
+    answers: Any,  # the SDK's stdout stream
+) -> None:
+    """The SDK's stdio transport passes a line it cannot read on as an exception, which the server only logs;
+    answer it with a JSON-RPC error (id null), as the WebSocket does, and pass everything else on."""
+    async with to_server:
+        async for line in lines:
+            if isinstance(line, ValidationError):
+                await answers.send(SessionMessage(_unreadable(line)))
+            else:
+                await to_server.send(line)
+
+
+def _unreadable(error: ValidationError) -> types.JSONRPCError:
+    if any(detail["type"] == "json_invalid" for detail in error.errors()):
+        code, message = types.PARSE_ERROR, "Parse error: the line is not JSON"
+    else:
+        code, message = types.INVALID_REQUEST, "Not a JSON-RPC 2.0 message"
+    return types.JSONRPCError(jsonrpc="2.0", id=None, error=types.ErrorData(code=code, message=message))
 
 
 class Command(BaseCommand):
