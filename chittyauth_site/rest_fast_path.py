@@ -62,7 +62,7 @@ def with_rest_fast_path(app: Asgi) -> Asgi:
             return  # the client is gone; Django would not answer either
         headers = _read_headers(scope)
         answer = None
-        if body is not None and headers is not None and _plain_headers(scope, headers):
+        if body is not None and headers is not None and _plain_headers(scope, headers, len(body)):
             answer = _answer_from_memory(view, scope, headers, body)
         if answer is None:
             await app(scope, _replaying(received, receive), send)
@@ -166,11 +166,11 @@ def _read_headers(scope: Scope) -> dict[bytes, bytes] | None:
     return headers
 
 
-def _plain_headers(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+def _plain_headers(scope: Scope, headers: dict[bytes, bytes], body_length: int) -> bool:
     """What Django and DRF would accept without a redirect, an error or a different rendering."""
     return (
         b"authorization" in headers
-        and headers.get(b"content-length", b"").isdigit()  # DRF reads no body without one
+        and headers.get(b"content-length") == str(body_length).encode()  # DRF reads Content-Length bytes
         and b"cookie" not in headers
         and headers.get(b"content-type", b"").lower() == JSON
         and headers.get(b"accept", JSON).lower() in (JSON, b"*/*")

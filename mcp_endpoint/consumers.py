@@ -34,7 +34,7 @@ from chittyauth_site.graceful_shutdown import before_server_shutdown
 from chittyauth_site.memory_only import NeedsIO, answering_from_memory
 from keys.credentials import CredentialRejected
 from mcp_endpoint.connections import LiveConnection, SessionEnded
-from mcp_endpoint.server import current_caller_source, mcp_server, run_in_worker
+from mcp_endpoint.server import current_caller_source, jsonrpc_error, mcp_server, not_a_message, run_in_worker
 from sessions.models import AuthSession
 from sessions.services import session_group
 
@@ -72,12 +72,7 @@ def _header(scope: dict, wanted: bytes) -> str:
 
 
 def _error_frame(code: int, message: str, request_id: Any = None) -> str:
-    if not isinstance(request_id, str | int) or isinstance(request_id, bool) or not _encodable(request_id):
-        request_id = None
-    error = types.JSONRPCError(
-        jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message)
-    )
-    return error.model_dump_json(by_alias=True, exclude_unset=True)
+    return jsonrpc_error(code, message, request_id).model_dump_json(by_alias=True, exclude_unset=True)
 
 
 def _read_frame_slowly(text: str) -> tuple[types.JSONRPCMessage | None, str]:
@@ -87,13 +82,10 @@ def _read_frame_slowly(text: str) -> tuple[types.JSONRPCMessage | None, str]:
         raw = json.loads(text)
     except (ValueError, RecursionError):
         return None, _error_frame(types.PARSE_ERROR, "Parse error: the frame is not JSON")
-    if isinstance(raw, list):
-        return None, _error_frame(types.INVALID_REQUEST, "JSON-RPC batches are not supported")
     try:
         return types.jsonrpc_message_adapter.validate_python(raw, by_name=False), ""
     except ValidationError:
-        request_id = raw.get("id") if isinstance(raw, dict) else None
-        return None, _error_frame(types.INVALID_REQUEST, "Not a JSON-RPC 2.0 message", request_id)
+        return None, not_a_message(raw).model_dump_json(by_alias=True, exclude_unset=True)
 
 
 def _answer_frame(message: types.JSONRPCMessage) -> str:
@@ -102,15 +94,6 @@ def _answer_frame(message: types.JSONRPCMessage) -> str:
     except PydanticSerializationError:  # e.g. a lone surrogate echoed back from the request
         request_id = getattr(message, "id", None)
         return _error_frame(types.INTERNAL_ERROR, "The answer could not be encoded as JSON", request_id)
-
-
-def _encodable(value: str | int) -> bool:
-    """JSON text may escape lone surrogates ("\\ud800") that no reply can carry back."""
-    try:
-        str(value).encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class OpenSockets:

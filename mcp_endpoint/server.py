@@ -92,6 +92,30 @@ async def run_in_worker(function: Callable[..., _Result], /, *args: Any, **kwarg
     return await asyncio.get_running_loop().run_in_executor(_executor(), call)
 
 
+def jsonrpc_error(code: int, message: str, request_id: Any = None) -> types.JSONRPCError:
+    """A JSON-RPC error answer; an id that no reply could carry back is answered as null."""
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool) or not _encodable(request_id):
+        request_id = None
+    return types.JSONRPCError(jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message))
+
+
+def not_a_message(value: Any) -> types.JSONRPCError:
+    """The answer to parsed JSON that is not one JSON-RPC 2.0 message (a transport's own check refused it)."""
+    if isinstance(value, list):
+        return jsonrpc_error(types.INVALID_REQUEST, "JSON-RPC batches are not supported")
+    request_id = value.get("id") if isinstance(value, dict) else None
+    return jsonrpc_error(types.INVALID_REQUEST, "Not a JSON-RPC 2.0 message", request_id)
+
+
+def _encodable(value: str | int) -> bool:
+    """JSON text may escape lone surrogates ("\\ud800") that no reply can carry back."""
+    try:
+        str(value).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _run_tool(source: CallerSource, name: str, arguments: dict[str, Any] | None) -> tools.ToolOutcome:
     try:
         caller = source.caller()

@@ -4,6 +4,7 @@ where a person consents, a token request is refused, a resource server introspec
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from urllib.parse import unquote_plus, urljoin
 
 from django.conf import settings
@@ -234,7 +235,7 @@ class RegistrationView(toolkit.DynamicClientRegistrationView):
         except PermissionDenied as exc:
             return _bearer_error("insufficient_scope", exc.message, 403)
         with transaction.atomic():
-            response = super().post(request, *args, **kwargs)
+            response = _metadata_parsed(super().post, request, *args, **kwargs)
             if response.status_code == 201:
                 services.record_registration(
                     json.loads(response.content)["client_id"],
@@ -243,6 +244,20 @@ class RegistrationView(toolkit.DynamicClientRegistrationView):
                 )
         response["Cache-Control"] = "no-store"
         return response
+
+
+def _metadata_parsed(
+    handle: Callable[..., HttpResponse], request: HttpRequest, *args, **kwargs
+) -> HttpResponse:
+    """The toolkit parses client metadata with `json.loads` and catches only ValueError: JSON nested past
+    Python's recursion limit would be a 500."""
+    try:
+        return handle(request, *args, **kwargs)
+    except RecursionError:
+        return JsonResponse(
+            {"error": "invalid_client_metadata", "error_description": "The JSON is nested too deeply"},
+            status=400,
+        )
 
 
 def _bearer_error(error: str, description: str, status: int) -> JsonResponse:
@@ -258,7 +273,7 @@ class RegistrationManagementView(toolkit.DynamicClientRegistrationManagementView
 
     def put(self, request: HttpRequest, client_id: str, *args, **kwargs) -> HttpResponse:
         with transaction.atomic():
-            response = super().put(request, client_id, *args, **kwargs)
+            response = _metadata_parsed(super().put, request, client_id, *args, **kwargs)
             if response.status_code == 200:
                 services.record_registration_change(
                     client_id, "update", client_address=_client_address(request)

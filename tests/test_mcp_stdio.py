@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import pytest
@@ -267,13 +268,21 @@ def test_stdout_carries_only_protocol_messages(live, tmp_path):
         process.stdin.write(
             "\n" + json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n"
         )
-        process.stdin.write("not json\n" + json.dumps({"hello": "world"}) + "\n")
+        unreadable = [
+            "not json",
+            "",  # a blank line is skipped, not answered
+            json.dumps({"hello": "world"}),
+            json.dumps({"jsonrpc": "2.0", "id": 7, "method": 5}),
+            json.dumps([{"jsonrpc": "2.0", "id": 8, "method": "ping"}]),
+        ]
+        process.stdin.write("".join(line + "\n" for line in unreadable))
         call = {"name": "whoami", "arguments": {}}
         process.stdin.write(
             json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}) + "\n"
         )
         process.stdin.flush()
-        answers = [json.loads(process.stdout.readline()) for _ in range(4)]
+        with ThreadPoolExecutor(1) as reader:  # a missing answer fails the test instead of hanging it
+            answers = [json.loads(reader.submit(process.stdout.readline).result(60)) for _ in range(6)]
         process.stdin.close()
         rest_of_stdout = process.stdout.read()
         process.wait(timeout=60)
@@ -283,12 +292,10 @@ def test_stdout_carries_only_protocol_messages(live, tmp_path):
             process.wait()
     stderr = log.read_text()
     assert process.returncode == 0, stderr
-    assert [answer["id"] for answer in answers] == [1, None, None, 2]
-    assert [answer["error"]["code"] for answer in answers[1:3]] == [
-        -32700,
-        -32600,
-    ]  # and the line after is served
-    assert answers[3]["result"]["structuredContent"]["chitty_id"] == ADMIN
+    assert [answer["id"] for answer in answers] == [1, None, None, 7, None, 2]
+    assert [answer["error"]["code"] for answer in answers[1:5]] == [-32700, -32600, -32600, -32600]
+    assert answers[4]["error"]["message"] == "JSON-RPC batches are not supported"
+    assert answers[5]["result"]["structuredContent"]["chitty_id"] == ADMIN  # the line after is served
     assert rest_of_stdout == ""
     assert "DEBUG" in stderr
 

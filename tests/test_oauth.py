@@ -245,6 +245,12 @@ class TestRegistration:
         assert problem in response.json()["error_description"]
         assert not Client.objects.exists()
 
+    def test_metadata_nested_too_deeply_is_refused_not_a_crash(self, client):
+        response = client.post("/o/register/", "[" * 5000 + "]" * 5000, content_type="application/json")
+        assert response.status_code == 400
+        assert response.json()["error"] == "invalid_client_metadata"
+        assert not Client.objects.exists()
+
     def test_a_client_manages_its_own_registration_and_deleting_it_revokes_its_tokens(self, client, browser):
         registration = register(client).json()
         management = {"Authorization": f"Bearer {registration['registration_access_token']}"}

@@ -56,14 +56,13 @@ def cast(make_identity):
 
 def settle_security_epoch() -> None:
     """With Redis, each bump made here also comes back over pub/sub a moment later and moves the epoch
-    again, emptying the caches a test has just warmed; wait for the echoes to arrive."""
-    epoch = current_epoch()
-    for _ in range(50):
-        time.sleep(0.1)
-        if current_epoch() == epoch:
-            return
-        epoch = current_epoch()
-    raise AssertionError("the security epoch never settled")
+    again, emptying the caches a test has just warmed; wait until it has been still for half a second."""
+    epoch, still_since, deadline = current_epoch(), time.monotonic(), time.monotonic() + 10
+    while time.monotonic() - still_since < 0.5:
+        assert time.monotonic() < deadline, "the security epoch never settled"
+        time.sleep(0.05)
+        if current_epoch() != epoch:
+            epoch, still_since = current_epoch(), time.monotonic()
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from chittyauth_site.errors import ServiceError
 from mcp_endpoint.connections import LiveConnection
-from mcp_endpoint.server import current_caller_source, mcp_server
+from mcp_endpoint.server import current_caller_source, jsonrpc_error, mcp_server, not_a_message
 from sessions.models import AuthSession
 
 CREDENTIAL_VARIABLE = "CHITTYAUTH_API_KEY"
@@ -36,21 +36,32 @@ async def _answer_unreadable_lines(
     answers: Any,  # the SDK's stdout stream
 ) -> None:
     """The SDK's stdio transport passes a line it cannot read on as an exception, which the server only logs;
-    answer it with a JSON-RPC error (id null), as the WebSocket does, and pass everything else on."""
+    answer it with a JSON-RPC error, as the WebSocket does (blank lines are skipped), and pass the rest on."""
     async with to_server:
         async for line in lines:
-            if isinstance(line, ValidationError):
-                await answers.send(SessionMessage(_unreadable(line)))
-            else:
+            if not isinstance(line, ValidationError):
                 await to_server.send(line)
+            elif (error := _unreadable(line)) is not None:
+                await answers.send(SessionMessage(error))
 
 
-def _unreadable(error: ValidationError) -> types.JSONRPCError:
-    if any(detail["type"] == "json_invalid" for detail in error.errors()):
-        code, message = types.PARSE_ERROR, "Parse error: the line is not JSON"
-    else:
-        code, message = types.INVALID_REQUEST, "Not a JSON-RPC 2.0 message"
-    return types.JSONRPCError(jsonrpc="2.0", id=None, error=types.ErrorData(code=code, message=message))
+def _unreadable(error: ValidationError) -> types.JSONRPCError | None:
+    details = error.errors()
+    if any(detail["type"] == "json_invalid" for detail in details):
+        line = details[0]["input"]
+        if isinstance(line, str) and not line.strip():
+            return None
+        return jsonrpc_error(types.PARSE_ERROR, "Parse error: the line is not JSON")
+    return not_a_message(_parsed_line(details))
+
+
+def _parsed_line(details: list) -> Any:
+    """The line as JSON, from pydantic's report: the input of an error about a whole union member (its type
+    is wrong, or a field is missing from it)."""
+    for detail in details:
+        if len(detail["loc"]) == 1 or (detail["type"] == "missing" and len(detail["loc"]) == 2):
+            return detail["input"]
+    return None
 
 
 class Command(BaseCommand):
