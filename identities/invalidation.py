@@ -5,7 +5,8 @@ were filled under, and compare it with `current_epoch()` on every call, so that 
 
 - With `REDIS_URL` (production, many processes and nodes), each process subscribes to a Redis channel and
   counts the bumps pushed to it: reading the epoch is a memory read. A bump made in this process counts at
-  once; other processes see it when the message arrives (well under a millisecond on a healthy network).
+  once (and not again when its own message comes back); other processes see it when the message arrives
+  (well under a millisecond on a healthy network).
   While a process's subscription is down it cannot know, so every call gets a never-seen epoch and the hot
   paths answer from the database: slower, never stale. A (re)subscription invalidates everything.
 - Without Redis (the embedded default: one machine, a daphne and a Celery worker), the epoch is the size and
@@ -14,6 +15,8 @@ were filled under, and compare it with `current_epoch()` on every call, so that 
 
 import logging
 import os
+import secrets
+import socket
 import threading
 import time
 from pathlib import Path
@@ -44,6 +47,8 @@ class _RedisEpochFeed:
         self._count_lock = threading.Lock()
         self.live = threading.Event()
         self.pending_publish = threading.Event()
+        # What this process publishes: it has counted its own bumps already, so it skips them coming back.
+        self.signature = f"{socket.gethostname()}:{self.pid}:{secrets.token_hex(8)}".encode()
         self._client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         threading.Thread(target=self._follow, name="security-epoch-feed", daemon=True).start()
 
@@ -61,7 +66,7 @@ class _RedisEpochFeed:
 
     def publish(self) -> None:
         try:
-            self._client.publish(EPOCH_CHANNEL, b"bump")
+            self._client.publish(EPOCH_CHANNEL, self.signature)
         except redis.RedisError:
             logger.warning("Could not publish a security epoch bump; will retry when Redis answers")
             self.pending_publish.set()
@@ -80,7 +85,7 @@ class _RedisEpochFeed:
                 self.advance()  # whatever happened while we were not listening is now stale
                 self.live.set()
                 for message in pubsub.listen():
-                    if message.get("type") == "message":
+                    if message.get("type") == "message" and message.get("data") != self.signature:
                         self.advance()
             except Exception:  # Redis is down or the connection dropped: serve from the database  # noqa: BLE001
                 if self.live.is_set():

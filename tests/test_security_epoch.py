@@ -58,6 +58,20 @@ def test_a_bump_in_another_process_is_seen_here():
 
 
 @pytest.mark.redis
+def test_a_bump_here_is_not_counted_again_when_it_comes_back_over_redis():
+    """Caches filled after a local bump stay valid: the process's own message does not move the epoch."""
+    before = settled_epoch()
+    assert before >= 0, "the epoch source never settled"
+    bump_now()
+    bumped = current_epoch()
+    assert bumped == before + 1
+    time.sleep(0.5)  # the message has long come back on loopback
+    assert current_epoch() == bumped
+    bump_in_another_process()
+    assert wait_for_change(bumped) == bumped + 1
+
+
+@pytest.mark.redis
 def test_without_the_feed_every_call_is_a_fresh_epoch(settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     first, second = current_epoch(), current_epoch()
