@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from django.conf import settings
 
+from tests.chittyid_authority_server import ChittyIDAuthorityServer
 from tests.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +78,28 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name not in _NOT_INHERITED}
     env.update(DATABASE_URL=database_url, PYTHONUNBUFFERED="1", **extra)
     return env
+
+
+@contextlib.contextmanager
+def cast_authority(slow_seconds: float) -> Iterator[ChittyIDAuthorityServer]:
+    """A loopback ChittyID authority that knows the cast, answering for SLOW only after `slow_seconds`."""
+    authority = ChittyIDAuthorityServer(slow_seconds=slow_seconds).start()
+    authority.behaviours.update({chitty_id: "valid" for chitty_id in CAST} | {SLOW: "slow"})
+    try:
+        yield authority
+    finally:
+        authority.stop()
+
+
+def authority_env(database_url: str, authority: ChittyIDAuthorityServer, **extra: str) -> dict[str, str]:
+    """`base_env` for a server that asks `authority`, patiently enough for SLOW."""
+    return base_env(
+        database_url,
+        CHITTYID_ENDPOINT=authority.url,
+        CHITTYID_API_KEY=authority.api_key,
+        CHITTYID_TIMEOUT_SECONDS="10",
+        **extra,
+    )
 
 
 def manage(env: dict[str, str], *args: str) -> str:

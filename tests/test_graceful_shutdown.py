@@ -5,32 +5,19 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
-from tests.chittyid_authority_server import ChittyIDAuthorityServer
-from tests.mcp_live import ADMIN, CAST, SLOW, base_env, daphne_server, rest, service_database
+from tests.mcp_live import ADMIN, SLOW, authority_env, cast_authority, daphne_server, rest, service_database
 
 SLOW_AUTHORITY_SECONDS = 2.0
 IN_FLIGHT = 3
 EXIT_WITHIN_SECONDS = 20  # the drain waits at most 10 s
 
 
-@pytest.fixture
-def authority():
-    server = ChittyIDAuthorityServer(slow_seconds=SLOW_AUTHORITY_SECONDS).start()
-    server.behaviours.update({chitty_id: "valid" for chitty_id in CAST} | {SLOW: "slow"})
-    yield server
-    server.stop()
-
-
-def test_requests_in_flight_at_sigterm_are_answered_and_daphne_exits(tmp_path, authority):
-    with service_database(tmp_path) as (database_url, keys):
-        env = base_env(
-            database_url,
-            CHITTYID_ENDPOINT=authority.url,
-            CHITTYID_API_KEY=authority.api_key,
-            CHITTYID_TIMEOUT_SECONDS="10",
-        )
+def test_requests_in_flight_at_sigterm_are_answered_and_daphne_exits(tmp_path):
+    with (
+        cast_authority(SLOW_AUTHORITY_SECONDS) as authority,
+        service_database(tmp_path) as (database_url, keys),
+    ):
+        env = authority_env(database_url, authority)
         with daphne_server(env, tmp_path) as server, ThreadPoolExecutor(IN_FLIGHT) as pool:
             # Each new key's ChittyID is checked with the authority, which takes its time over SLOW.
             answers = [

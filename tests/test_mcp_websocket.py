@@ -11,14 +11,13 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.chittyid_authority_server import ChittyIDAuthorityServer
 from tests.mcp_live import (
     ADMIN,
     ALICE,
     BOB,
-    CAST,
     SLOW,
-    base_env,
+    authority_env,
+    cast_authority,
     daphne_server,
     rest,
     service_database,
@@ -39,21 +38,13 @@ INITIALIZE = {
 def live(tmp_path_factory):
     """daphne on a fresh database, asking a loopback ChittyID authority that answers for SLOW slowly."""
     folder = tmp_path_factory.mktemp("mcp-websocket")
-    authority = ChittyIDAuthorityServer(slow_seconds=SLOW_AUTHORITY_SECONDS).start()
-    authority.behaviours.update({chitty_id: "valid" for chitty_id in CAST} | {SLOW: "slow"})
-    try:
-        with service_database(folder) as (database_url, keys):
-            env = base_env(
-                database_url,
-                CHITTYID_ENDPOINT=authority.url,
-                CHITTYID_API_KEY=authority.api_key,
-                CHITTYID_TIMEOUT_SECONDS="10",
-                MCP_MAX_FRAME_BYTES=str(MAX_FRAME_BYTES),
-            )
-            with daphne_server(env, folder) as server:
-                yield server, keys
-    finally:
-        authority.stop()
+    with (
+        cast_authority(SLOW_AUTHORITY_SECONDS) as authority,
+        service_database(folder) as (database_url, keys),
+    ):
+        env = authority_env(database_url, authority, MCP_MAX_FRAME_BYTES=str(MAX_FRAME_BYTES))
+        with daphne_server(env, folder) as server:
+            yield server, keys
 
 
 def connect(server, key: str | None = None, *, header: bool = False, **options):
