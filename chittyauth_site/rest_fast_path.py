@@ -14,6 +14,7 @@ and header rule stays Django's and nothing is counted twice. The answer itself c
 import io
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
@@ -50,11 +51,11 @@ def with_rest_fast_path(app: Asgi) -> Asgi:
     """Wrap the HTTP application; with `REST_FAST_PATH` off, return it unchanged."""
     if not settings.REST_FAST_PATH:
         return app
-    routes = {reverse(name): _answer_view(reverse(name)) for name in FAST_ROUTE_NAMES}
+    routes = {reverse(name): _FastRoute.to(reverse(name)) for name in FAST_ROUTE_NAMES}
 
     async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        view = routes.get(scope["path"]) if _plain_post(scope) else None
-        if view is None:
+        route = routes.get(scope["path"]) if _plain_post(scope) else None
+        if route is None:
             await app(scope, receive, send)
             return
         received, body = await _read_body(receive)
@@ -63,15 +64,27 @@ def with_rest_fast_path(app: Asgi) -> Asgi:
         headers = _read_headers(scope)
         answer = None
         if body is not None and headers is not None and _plain_headers(scope, headers, len(body)):
-            answer = _answer_from_memory(view, scope, headers, body)
+            answer = _answer_from_memory(route.view, scope, headers, body)
         if answer is None:
             await app(scope, _replaying(received, receive), send)
             return
-        response_headers = _response_headers(view, scope, headers, answer)
+        response_headers = _response_headers(route, scope, headers, answer)
         await send({"type": "http.response.start", "status": 200, "headers": response_headers})
         await send({"type": "http.response.body", "body": answer})
 
     return application
+
+
+@dataclass(frozen=True)
+class _FastRoute:
+    view: type[AnswerView]
+    view_headers: tuple[tuple[bytes, bytes], ...]  # what DRF's APIView adds to every answer (Allow, ...)
+
+    @classmethod
+    def to(cls, path: str) -> "_FastRoute":
+        view = _answer_view(path)
+        headers = view().default_response_headers.items()
+        return cls(view, tuple((name.encode(), value.encode()) for name, value in headers))
 
 
 def _answer_view(path: str) -> type[AnswerView]:
@@ -193,12 +206,11 @@ def _is_secure(scope: Scope, headers: dict[bytes, bytes]) -> bool:
 
 
 def _response_headers(
-    view: type[AnswerView], scope: Scope, request_headers: dict[bytes, bytes], body: bytes
+    route: "_FastRoute", scope: Scope, request_headers: dict[bytes, bytes], body: bytes
 ) -> list[tuple[bytes, bytes]]:
     """The headers Django's stack (DRF, CommonMiddleware, SecurityMiddleware, XFrameOptionsMiddleware) sets on
     this 200; `tests/test_rest_fast_path.py` compares them with Django's own."""
-    headers = [(b"Content-Type", JSON)]
-    headers += [(name.encode(), value.encode()) for name, value in view().default_response_headers.items()]
+    headers = [(b"Content-Type", JSON), *route.view_headers]
     headers += [
         (b"X-Frame-Options", settings.X_FRAME_OPTIONS.upper().encode()),
         (b"Content-Length", str(len(body)).encode()),

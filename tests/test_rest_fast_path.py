@@ -55,8 +55,8 @@ def cast(make_identity):
 
 
 def settle_security_epoch() -> None:
-    """With Redis, each bump made here also comes back over pub/sub a moment later and moves the epoch
-    again, emptying the caches a test has just warmed; wait until it has been still for half a second."""
+    """With Redis, the epoch is known only once this process's feed has subscribed (until then every read
+    is a new one, so nothing stays cached); wait until it has held still for half a second."""
     epoch, still_since, deadline = current_epoch(), time.monotonic(), time.monotonic() + 10
     while time.monotonic() - still_since < 0.5:
         assert time.monotonic() < deadline, "the security epoch never settled"
