@@ -22,8 +22,11 @@ from urllib.parse import parse_qs
 import anyio
 import mcp_types as types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
@@ -176,6 +179,42 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             async for answer in outgoing:
                 await self.send(text_data=_answer_frame(answer.message))
 
+    async def __call__(self, scope: dict, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """Channels' consumer loop without its cost per frame. Channels waits for the next frame and the next
+        channel-layer message together, starting a task and an `asyncio.wait` for every frame, which with many
+        calls in flight cost as much as the tool call itself. Here frames are read in this loop and the
+        channel layer in a task of its own; handlers still run one at a time, as in Channels."""
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self._handling = asyncio.Lock()
+        following = None
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            following = asyncio.create_task(self._follow_channel_layer())
+        try:
+            while True:
+                await self._dispatch_in_turn(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            if following is not None:
+                following.cancel()
+                await asyncio.wait([following])
+
+    async def _follow_channel_layer(self) -> None:
+        """Session-end broadcasts. A channel layer that fails stops being read; the per-message re-check
+        still ends the socket when its session ends (as when joining the group failed)."""
+        try:
+            while True:
+                await self._dispatch_in_turn(await self.channel_layer.receive(self.channel_name))
+        except Exception:  # a channel layer that is down, or a broken handler: never a silent task death
+            logger.warning("MCP WebSocket stopped reading its channel layer", exc_info=True)
+
+    async def _dispatch_in_turn(self, message: dict) -> None:
+        async with self._handling:
+            await self.dispatch(message)
+
     async def dispatch(self, message: dict) -> None:
         """Channels closes stale database connections on a worker thread before every frame. Every database
         call here goes through `run_in_worker`, which does that itself, so the extra hop is skipped."""
@@ -217,7 +256,10 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             with contextlib.suppress(
                 anyio.BrokenResourceError, anyio.ClosedResourceError
             ):  # closing meanwhile
-                await inbox.send(SessionMessage(message))
+                try:  # without a checkpoint, so frames read together are handed over together
+                    inbox.send_nowait(SessionMessage(message))
+                except anyio.WouldBlock:  # the server task is INBOX_SIZE frames behind: wait for it
+                    await inbox.send(SessionMessage(message))
 
     async def _still_allowed(self) -> bool:
         """Re-check session and credential if the security epoch moved; close the socket if either is gone."""
