@@ -6,6 +6,9 @@ What a memory answer changes (a use to count) is registered with `when_answered(
 whole block has succeeded, so a block that authenticates a caller and then needs I/O for the answer changes
 nothing, and running it again elsewhere counts nothing twice.
 
+A value every check in one answer should see the same (the security epoch) is read once per answer with
+`fixed_for_this_answer()`.
+
 This lets an MCP connection answer a read-only tool call on its event loop, and the REST fast path answer a
 validation without Django's request machinery, when the per-process caches already hold the answer. Django's
 own guard (no database access from an event loop) stays in force underneath as the backstop.
@@ -13,11 +16,9 @@ own guard (no database access from an event loop) stays in force underneath as t
 
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any, TypeVar
 
-# The effects waiting for the current memory answer to succeed; None when not answering from memory.
-_pending_effects: ContextVar[list[Callable[[], None]] | None] = ContextVar(
-    "memory_answer_effects", default=None
-)
+_Value = TypeVar("_Value")
 
 
 class NeedsIO(Exception):
@@ -27,17 +28,21 @@ class NeedsIO(Exception):
 class _AnsweringFromMemory:
     """A plain context manager: it wraps every warm call, where a generator-based one costs more."""
 
-    __slots__ = ("_effects", "_token")
+    __slots__ = ("_token", "effects", "fixed")
 
     def __enter__(self) -> None:
-        self._effects: list[Callable[[], None]] = []
-        self._token = _pending_effects.set(self._effects)
+        self.effects: list[Callable[[], None]] = []  # waiting for the answer to succeed
+        self.fixed: dict[str, Any] = {}
+        self._token = _current_answer.set(self)
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        _pending_effects.reset(self._token)
+        _current_answer.reset(self._token)
         if exc_type is None:
-            for effect in self._effects:
+            for effect in self.effects:
                 effect()
+
+
+_current_answer: ContextVar[_AnsweringFromMemory | None] = ContextVar("memory_answer", default=None)
 
 
 def answering_from_memory() -> _AnsweringFromMemory:
@@ -46,14 +51,26 @@ def answering_from_memory() -> _AnsweringFromMemory:
 
 def needs_io(what: str) -> None:
     """Call before blocking on I/O: inside `answering_from_memory()` this raises `NeedsIO` instead."""
-    if _pending_effects.get() is not None:
+    if _current_answer.get() is not None:
         raise NeedsIO(what)
 
 
 def when_answered(effect: Callable[[], None]) -> None:
     """Run `effect` (memory only, no I/O) now, or inside `answering_from_memory()` once the block succeeds."""
-    effects = _pending_effects.get()
-    if effects is None:
+    answer = _current_answer.get()
+    if answer is None:
         effect()
     else:
-        effects.append(effect)
+        answer.effects.append(effect)
+
+
+def fixed_for_this_answer(name: str, read: Callable[[], _Value]) -> _Value:
+    """`read()` once per memory answer, so its checks agree and the read is paid once; every time outside one."""
+    answer = _current_answer.get()
+    if answer is None:
+        return read()
+    try:
+        return answer.fixed[name]
+    except KeyError:
+        value = answer.fixed[name] = read()
+        return value

@@ -25,7 +25,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from chittyauth_site.memory_only import needs_io
+from chittyauth_site.memory_only import fixed_for_this_answer, needs_io
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class _FileEpoch:
     """The embedded default's epoch: processes on one machine share a file that each bump appends to."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = str(path)  # a str: `os.stat` of a Path converts it on every call
 
     def epoch(self) -> int:
         try:
@@ -146,6 +146,11 @@ def _is_current(feed: _RedisEpochFeed | _FileEpoch | None) -> bool:
 
 
 def current_epoch() -> int:
+    """Read once per memory answer: its checks (connection, key, grants) then judge by the same epoch."""
+    return fixed_for_this_answer("security epoch", _read_epoch)
+
+
+def _read_epoch() -> int:
     return _epoch_source().epoch()
 
 

@@ -8,7 +8,7 @@ from audit.models import AuditEvent
 from chittyauth_site.memory_only import NeedsIO, answering_from_memory
 from grants.callers import Caller
 from grants.services import grant_permission
-from identities.invalidation import bump_now
+from identities.invalidation import bump_now, current_epoch
 from keys import services as key_services
 from keys.credentials import authenticate_bearer
 from keys.models import ApiKey
@@ -107,3 +107,24 @@ def test_a_session_with_anything_to_recheck_needs_io(db):
     bump_now()  # something changed somewhere: the session and credential must be re-checked
     with pytest.raises(NeedsIO):
         from_memory(session.ensure_live)
+
+
+def test_one_memory_answer_judges_by_one_epoch_and_the_next_answer_sees_a_bump(cast):
+    """A revocation landing mid-answer orders that answer before it (one consistent view), never after."""
+    caller, owner = cast
+    issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
+    assert validate_api_key(caller, issued.secret).valid  # warm
+    with answering_from_memory():
+        before = current_epoch()
+        bump_now()
+        assert current_epoch() == before
+        assert validate_api_key(caller, issued.secret).valid  # the cache filled under `before` still serves
+    assert current_epoch() != before
+    with pytest.raises(NeedsIO):  # the next answer sees the bump: every cache filled before it is stale
+        from_memory(validate_api_key, caller, issued.secret)
+
+
+def test_outside_a_memory_answer_every_read_sees_the_latest_epoch(db):
+    before = current_epoch()
+    bump_now()
+    assert current_epoch() != before
