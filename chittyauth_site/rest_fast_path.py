@@ -206,7 +206,7 @@ def _is_secure(scope: Scope, headers: dict[bytes, bytes]) -> bool:
 
 
 def _response_headers(
-    route: "_FastRoute", scope: Scope, request_headers: dict[bytes, bytes], body: bytes
+    route: _FastRoute, scope: Scope, request_headers: dict[bytes, bytes], body: bytes
 ) -> list[tuple[bytes, bytes]]:
     """The headers Django's stack (DRF, CommonMiddleware, SecurityMiddleware, XFrameOptionsMiddleware) sets on
     this 200; `tests/test_rest_fast_path.py` compares them with Django's own."""

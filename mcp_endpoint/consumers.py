@@ -88,7 +88,7 @@ def _read_frame_slowly(text: str) -> tuple[types.JSONRPCMessage | None, str]:
     try:
         return types.jsonrpc_message_adapter.validate_python(raw, by_name=False), ""
     except ValidationError:
-        return None, not_a_message(raw).model_dump_json(by_alias=True, exclude_unset=True)
+        return None, _answer_frame(not_a_message(raw))
 
 
 def _answer_frame(message: types.JSONRPCMessage) -> str:
@@ -186,21 +186,18 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
         channel layer in a task of its own; handlers still run one at a time, as in Channels."""
         self.scope = scope
         self.base_send = send
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)  # settings always configure one
+        self.channel_name = await self.channel_layer.new_channel()
         self._handling = asyncio.Lock()
-        following = None
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            following = asyncio.create_task(self._follow_channel_layer())
+        following = asyncio.create_task(self._follow_channel_layer())
         try:
             while True:
                 await self._dispatch_in_turn(await receive())
         except StopConsumer:
             pass
         finally:
-            if following is not None:
-                following.cancel()
-                await asyncio.wait([following])
+            following.cancel()
+            await asyncio.wait([following])
 
     async def _follow_channel_layer(self) -> None:
         """Session-end broadcasts. A channel layer that fails stops being read; the per-message re-check

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import fastjsonschema
 from django.utils.dateparse import parse_datetime
@@ -773,7 +773,7 @@ def _check_arguments(spec: ToolSpec, arguments: dict) -> None:
         _refuse_arguments(spec, arguments)
 
 
-def _refuse_arguments(spec: ToolSpec, arguments: dict) -> None:
+def _refuse_arguments(spec: ToolSpec, arguments: dict) -> NoReturn:
     """Every problem, per field, so a model can correct its call in one go."""
     problems: dict[str, list[str]] = {}
     for error in spec.validator.iter_errors(arguments):
