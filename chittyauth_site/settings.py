@@ -274,6 +274,9 @@ MCP_WORKER_THREADS = _env_int("MCP_WORKER_THREADS", 32)
 # The MCP SDK opens an OpenTelemetry span for every request. With no OpenTelemetry SDK and exporter set up (none
 # ships with this service) those spans go nowhere yet cost ~50 µs a call, so they are opt-in.
 MCP_OPENTELEMETRY = _env_bool("MCP_OPENTELEMETRY", False)
+# A warm read-only tool call on a WebSocket (one answered from memory) skips the SDK's per-request pipeline,
+# answered as the SDK would answer it (mcp_endpoint/warm_calls.py). Off sends every call through the SDK.
+MCP_WARM_CALLS = _env_bool("MCP_WARM_CALLS", True)
 if min(MCP_MAX_FRAME_BYTES, MCP_WORKER_THREADS) < 1:
     raise ImproperlyConfigured("MCP_MAX_FRAME_BYTES and MCP_WORKER_THREADS must each be at least 1")
 

@@ -8,6 +8,9 @@ channel layer was down. Closing, the server says why in a last JSON-RPC error (i
 drops close reasons) and closes with 4401 (credential refused), 4403 (session ended), 4409 (no session could
 be opened), 4503 (the server is stopping; the session is ended first) or 4500 (internal error).
 
+A warm read-only tool call is answered here as it arrives, the way the SDK would answer it (`warm_calls`);
+every other message goes to the SDK server task.
+
 Frames the SDK cannot take (not JSON, a batch, binary, over `MCP_MAX_FRAME_BYTES`, not a JSON-RPC message)
 are answered here with a JSON-RPC error and the connection stays usable.
 """
@@ -38,6 +41,7 @@ from chittyauth_site.memory_only import NeedsIO, answering_from_memory
 from keys.credentials import CredentialRejected
 from mcp_endpoint.connections import LiveConnection, SessionEnded
 from mcp_endpoint.server import current_caller_source, jsonrpc_error, mcp_server, not_a_message, run_in_worker
+from mcp_endpoint.warm_calls import WarmCalls
 from sessions.models import AuthSession
 from sessions.services import session_group
 
@@ -132,6 +136,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
     connection: LiveConnection | None = None
     serving: asyncio.Task | None = None
     inbox: MemoryObjectSendStream[SessionMessage | Exception] | None = None
+    warm_calls: WarmCalls | None = None
     finished = False
 
     async def connect(self) -> None:
@@ -156,6 +161,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             logger.warning("MCP WebSocket could not join its session group; relying on per-message checks")
         await self.accept(subprotocol)
         open_sockets.add(self)
+        self.warm_calls = WarmCalls(mcp_server())
         self.inbox, server_inbox = anyio.create_memory_object_stream[SessionMessage | Exception](INBOX_SIZE)
         self.serving = asyncio.create_task(self._serve(self.connection, server_inbox))
 
@@ -177,6 +183,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
     async def _send_answers(self, outgoing: MemoryObjectReceiveStream[SessionMessage]) -> None:
         async with outgoing:
             async for answer in outgoing:
+                self.warm_calls.answered(answer.message)
                 await self.send(text_data=_answer_frame(answer.message))
 
     async def __call__(self, scope: dict, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -249,14 +256,18 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
                 await self.send(text_data=error)
                 return
         inbox = self.inbox
-        if await self._still_allowed():
-            with contextlib.suppress(
-                anyio.BrokenResourceError, anyio.ClosedResourceError
-            ):  # closing meanwhile
-                try:  # without a checkpoint, so frames read together are handed over together
-                    inbox.send_nowait(SessionMessage(message))
-                except anyio.WouldBlock:  # the server task is INBOX_SIZE frames behind: wait for it
-                    await inbox.send(SessionMessage(message))
+        if not await self._still_allowed():
+            return
+        warm_answer = self.warm_calls.answer(self.connection, message)
+        if warm_answer is not None:
+            await self.send(text_data=_answer_frame(warm_answer))
+            return
+        self.warm_calls.forwarding(message)
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):  # closing meanwhile
+            try:  # without a checkpoint, so frames read together are handed over together
+                inbox.send_nowait(SessionMessage(message))
+            except anyio.WouldBlock:  # the server task is INBOX_SIZE frames behind: wait for it
+                await inbox.send(SessionMessage(message))
 
     async def _still_allowed(self) -> bool:
         """Re-check session and credential if the security epoch moved; close the socket if either is gone."""

@@ -9,6 +9,7 @@ whose caller is cancelled (a disconnect) still runs to its end in its thread: a 
 A read-only tool whose services guard their I/O (`answers_from_memory`) is first tried on the event loop
 when the connection has nothing to re-check: validating a key or token the process already knows needs no
 thread. If anything needs I/O (a cache miss, a due write, an audit record) it is run again in a worker.
+On a WebSocket such a call does not even reach this server: `warm_calls` answers it as the SDK would.
 """
 
 import asyncio
@@ -124,10 +125,12 @@ def _run_tool(source: CallerSource, name: str, arguments: dict[str, Any] | None)
     return tools.call_tool(caller, name, arguments)
 
 
-def _answer_from_memory(
+def answer_from_memory(
     source: CallerSource, name: str, arguments: dict[str, Any] | None
 ) -> tools.ToolOutcome | None:
-    if not tools.TOOLS[name].answers_from_memory:
+    """The tool's outcome if it can be had on the event loop with no I/O; None means run it in a worker."""
+    spec = tools.TOOLS.get(name)
+    if spec is None or not spec.answers_from_memory:
         return None
     try:
         with answering_from_memory():
@@ -168,9 +171,13 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     source = current_caller_source.get(None)
     if source is None:
         raise MCPError(code=types.INTERNAL_ERROR, message="This connection has no authenticated caller")
-    outcome = _answer_from_memory(source, params.name, params.arguments)
+    outcome = answer_from_memory(source, params.name, params.arguments)
     if outcome is None:
         outcome = await run_in_worker(_run_tool, source, params.name, params.arguments)
+    return tool_result(outcome)
+
+
+def tool_result(outcome: tools.ToolOutcome) -> types.CallToolResult:
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=outcome.text)],
         structured_content=outcome.structured,
