@@ -58,6 +58,7 @@ SERVER_STOPPED = "server stopped"
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's reason fits in 123 bytes
 INBOX_SIZE = 64
 FINISH_GRACE_SECONDS = 5
+FOLLOW_RETRY_SECONDS = (0.5, 30.0)  # first and longest wait before following a failed channel layer again
 
 
 def _close_reason(text: str) -> str:
@@ -155,9 +156,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             close_code = CLOSE_UNAUTHENTICATED if isinstance(exc, CredentialRejected) else CLOSE_REFUSED
             await self._stop(close_code, f"{exc.code}: {exc.message}")
             return
-        try:
-            await self.channel_layer.group_add(session_group(self.connection.session_id), self.channel_name)
-        except Exception:  # the channel layer is down; the per-message re-check still ends the socket  # noqa: BLE001
+        if not await self._join_session_group():  # the per-message re-check still ends the socket
             logger.warning("MCP WebSocket could not join its session group; relying on per-message checks")
         await self.accept(subprotocol)
         open_sockets.add(self)
@@ -207,13 +206,42 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             await asyncio.wait([following])
 
     async def _follow_channel_layer(self) -> None:
-        """Session-end broadcasts. A channel layer that fails stops being read; the per-message re-check
-        still ends the socket when its session ends (as when joining the group failed)."""
-        try:
+        """Session-end broadcasts. While the channel layer fails (Redis is down) the per-message re-check still
+        ends the socket when its session ends, and the layer is tried again with backoff. Once it answers, the
+        session group is joined again (a restarted Redis has forgotten it) and the session re-checked at once,
+        so a session that ended meanwhile closes its socket then, not at the socket's next message."""
+        while True:
+            try:
+                while True:
+                    await self._dispatch_in_turn(await self.channel_layer.receive(self.channel_name))
+            except Exception:  # a channel layer that is down, or a broken handler: never a silent task death
+                logger.warning(
+                    "MCP WebSocket lost its channel layer; following it again when it answers", exc_info=True
+                )
+            retry_in = FOLLOW_RETRY_SECONDS[0]
             while True:
-                await self._dispatch_in_turn(await self.channel_layer.receive(self.channel_name))
-        except Exception:  # a channel layer that is down, or a broken handler: never a silent task death
-            logger.warning("MCP WebSocket stopped reading its channel layer", exc_info=True)
+                await asyncio.sleep(retry_in)
+                if await self._follow_again():
+                    break
+                retry_in = min(retry_in * 2, FOLLOW_RETRY_SECONDS[1])
+            logger.info("MCP WebSocket follows its channel layer again")
+
+    async def _follow_again(self) -> bool:
+        if self.connection is None:  # not in a group yet: connect() joins it
+            return True
+        if not await self._join_session_group():
+            return False
+        async with self._handling:
+            if not self.finished and self.inbox is not None:
+                await self._still_allowed()
+        return True
+
+    async def _join_session_group(self) -> bool:
+        try:
+            await self.channel_layer.group_add(session_group(self.connection.session_id), self.channel_name)
+        except Exception:  # the channel layer is down  # noqa: BLE001
+            return False
+        return True
 
     async def _dispatch_in_turn(self, message: dict) -> None:
         async with self._handling:

@@ -46,42 +46,58 @@ def test_a_session_opened_on_one_server_and_ended_through_another_closes_its_soc
     assert frames[-1]["error"]["message"] == "Connection closed: session ended"
 
 
-@contextlib.contextmanager
-def private_redis() -> Iterator[tuple[str, subprocess.Popen]]:
-    """A Redis of this test's own, so it can be stopped without touching the shared one."""
-    server = shutil.which("redis-server")
-    assert server, "redis-server is not installed (the Redis pass needs it)"
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
+class PrivateRedis:
+    """A Redis of this test's own on a fixed port, so it can be stopped and started again (empty, as a Redis
+    that keeps nothing on disk restarts) without touching the shared one."""
+
+    def __init__(self) -> None:
+        self.executable = shutil.which("redis-server")
+        assert self.executable, "redis-server is not installed (the Redis pass needs it)"
+        self.url = f"redis://127.0.0.1:{free_port()}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        port = self.url.rsplit(":", 1)[1].split("/")[0]
+        command = [self.executable, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not _answers(url):
+        while not self.answers():
             assert time.monotonic() < deadline, "the private Redis did not start"
             time.sleep(0.05)
-        yield url, process
-    finally:
-        process.kill()
-        process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def answers(self) -> bool:
+        try:
+            return redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
+        except redis.RedisError:
+            return False
+
+    def has_group_for(self, session_id: str) -> bool:
+        return any(session_id in key.decode() for key in redis.Redis.from_url(self.url).keys("*group*"))
 
 
-def _answers(url: str) -> bool:
+@contextlib.contextmanager
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
     try:
-        return redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
-    except redis.RedisError:
-        return False
+        yield server
+    finally:
+        server.stop()
 
 
 def test_a_socket_outlives_its_channel_layer_and_still_stops_when_its_session_ends(tmp_path):
     """With the layer gone, session-end broadcasts cannot arrive: the socket stays usable, and the re-check
     before each message (every message, while the epoch feed is down) ends it instead."""
     with (
-        private_redis() as (redis_url, redis_process),
+        private_redis() as layer,
         service_database(tmp_path) as (database_url, keys),
-        daphne_server(base_env(database_url, REDIS_URL=redis_url), tmp_path) as server,
+        daphne_server(base_env(database_url, REDIS_URL=layer.url), tmp_path) as server,
     ):
         key = keys[ADMIN]["key"]
 
@@ -89,8 +105,7 @@ def test_a_socket_outlives_its_channel_layer_and_still_stops_when_its_session_en
             async with connect(server, key) as ws:
                 await initialized(ws)
                 session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
-                redis_process.kill()
-                await asyncio.to_thread(redis_process.wait, 10)
+                await asyncio.to_thread(layer.stop)
                 still = await call(ws, 2, "whoami")
                 assert still["structuredContent"]["session_id"] == session_id
                 status, body = await asyncio.to_thread(
@@ -103,3 +118,41 @@ def test_a_socket_outlives_its_channel_layer_and_still_stops_when_its_session_en
         code, frames = asyncio.run(scenario())
     assert code == 4403
     assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+
+
+def test_a_socket_follows_its_channel_layer_again_when_redis_is_back(tmp_path):
+    """Redis restarts empty. A session ended while it was down closes its socket once it is back, with no
+    message from the client; another socket joins its session group again, so ending its session closes it
+    at once, as before the outage."""
+    with (
+        private_redis() as layer,
+        service_database(tmp_path) as (database_url, keys),
+        daphne_server(base_env(database_url, REDIS_URL=layer.url), tmp_path) as server,
+    ):
+        key = keys[ADMIN]["key"]
+
+        async def end_session(session_id: str) -> None:
+            status, body = await asyncio.to_thread(
+                rest, server, "POST", f"/api/v1/sessions/{session_id}/end", key, {"reason": "test"}
+            )
+            assert status == 200, body
+
+        async def scenario():
+            async with connect(server, key) as ended_meanwhile, connect(server, key) as ended_after:
+                sessions = []
+                for ws in (ended_meanwhile, ended_after):
+                    await initialized(ws)
+                    sessions.append((await call(ws, 1, "whoami"))["structuredContent"]["session_id"])
+                await asyncio.to_thread(layer.stop)
+                await end_session(sessions[0])
+                await asyncio.to_thread(layer.start)
+                first = await closed(ended_meanwhile, within=15)
+                async with asyncio.timeout(15):
+                    while not await asyncio.to_thread(layer.has_group_for, sessions[1]):
+                        await asyncio.sleep(0.1)
+                await end_session(sessions[1])
+                return first, await closed(ended_after, within=1)
+
+        for code, frames in asyncio.run(scenario()):
+            assert code == 4403
+            assert frames[-1]["error"]["message"] == "Connection closed: session ended"
