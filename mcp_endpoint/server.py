@@ -15,6 +15,7 @@ On a WebSocket such a call does not even reach this server: `warm_calls` answers
 import asyncio
 import contextvars
 import functools
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -40,6 +41,8 @@ INSTRUCTIONS = (
     "ChittyAuth: API keys, JWTs, permission grants and sessions for ChittyIDs. Every tool acts as the "
     "credential this connection authenticated with, within its scopes and its principal's grants."
 )
+
+logger = logging.getLogger(__name__)
 
 current_caller_source: ContextVar[CallerSource] = ContextVar("mcp_caller_source")
 
@@ -122,6 +125,11 @@ def _run_tool(source: CallerSource, name: str, arguments: dict[str, Any] | None)
         caller = source.caller()
     except ServiceError as exc:
         return tools.error_outcome(exc.code, exc.message, **exc.extra)
+    except NeedsIO:
+        raise
+    except Exception:  # the boundary, as in tools.call_tool (the SDK would send the exception's text)
+        logger.exception("MCP caller check failed before tool %s", name)
+        return tools.internal_error_outcome()
     return tools.call_tool(caller, name, arguments)
 
 

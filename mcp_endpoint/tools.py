@@ -797,4 +797,8 @@ def call_tool(caller: Caller, name: str, arguments: dict[str, Any] | None) -> To
         raise
     except Exception:  # the boundary: a bug must not reach the client as a traceback
         logger.exception("MCP tool %s failed for %s", name, caller.actor)
-        return error_outcome("INTERNAL_ERROR", "Something went wrong on our side; it has been logged.")
+        return internal_error_outcome()
+
+
+def internal_error_outcome() -> ToolOutcome:
+    return error_outcome("INTERNAL_ERROR", "Something went wrong on our side; it has been logged.")

@@ -12,7 +12,8 @@ Anything else goes to the SDK unchanged, and so does everything this module cann
 
 - every request until the SDK has answered the connection's `initialize` (that answer fixes the protocol
   version), and every request after a second `initialize`;
-- a call whose parameters carry `_meta` (the 2026-07-28 per-request envelope, progress tokens);
+- a call whose parameters carry `_meta` (the 2026-07-28 per-request envelope, progress tokens), or that either
+  of the SDK's parameter checks refuses (the SDK words the refusal);
 - every call when the server has middleware (`MCP_OPENTELEMETRY`) or cache hints, or `MCP_WARM_CALLS` is off;
 - a call the tool cannot answer from memory: a cache miss, an audit record or a due write needs a worker.
 """
@@ -40,6 +41,7 @@ class WarmCalls:
 
     def __init__(self, server: Server) -> None:
         self._enabled = settings.MCP_WARM_CALLS and not server.middleware and not server.cache_hints
+        self._params_type = server.get_request_handler(CALL_TOOL).params_type
         self._initialize_id: types.RequestId | None = None
         self._version: str | None = None
 
@@ -76,11 +78,12 @@ class WarmCalls:
         params = message.params
         if params is None or "_meta" in params:
             return None
-        try:
+        try:  # the SDK's two checks: the protocol version's surface, then its handler's own parameter model
             methods.validate_client_request(CALL_TOOL, self._version, params)
+            call = self._params_type.model_validate(params, by_name=False)
         except (ValidationError, KeyError, ValueError):  # the SDK words the refusal
             return None
-        outcome = answer_from_memory(source, params["name"], params.get("arguments"))
+        outcome = answer_from_memory(source, call.name, call.arguments)
         if outcome is None:
             return None
         return self._response(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import anyio
 import mcp_types as types
 import pytest
+from channels.testing import WebsocketCommunicator
 from mcp.server import Server
 from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
@@ -22,8 +23,8 @@ from grants.callers import Caller
 from grants.services import grant_permission
 from keys.services import generate_api_key, validate_api_key
 from keys.tokens import generate_jwt, validate_jwt
-from mcp_endpoint.connections import LiveConnection
-from mcp_endpoint.consumers import _answer_frame
+from mcp_endpoint.connections import CallerSource, LiveConnection
+from mcp_endpoint.consumers import McpWebSocketConsumer, _answer_frame
 from mcp_endpoint.server import current_caller_source, mcp_server
 from mcp_endpoint.warm_calls import WarmCalls
 from sessions.models import AuthSession
@@ -36,6 +37,7 @@ ANSWER_SECONDS = 10
 
 @dataclass(frozen=True)
 class Cast:
+    bearer: str
     connection: LiveConnection
     key: str  # another principal's key, already validated once (so in memory)
     token: str  # likewise a JWT
@@ -56,7 +58,7 @@ def cast(make_identity) -> Cast:
     token = generate_jwt(SYSTEM, chitty_id=OWNER, scopes=["documents:read"]).token
     assert validate_api_key(caller, key).valid and validate_jwt(caller, token).valid
     cold_key = generate_api_key(SYSTEM, chitty_id=OWNER, name="cold key").secret
-    return Cast(connection, key, token, cold_key)
+    return Cast(bearer, connection, key, token, cold_key)
 
 
 def request(request_id: int | str, method: str, params: dict | None = None) -> types.JSONRPCRequest:
@@ -78,7 +80,7 @@ def initialize(request_id: int, version: str) -> types.JSONRPCRequest:
 class Socket:
     """What the consumer does with each message: offer it to `WarmCalls`, else hand it to the SDK."""
 
-    def __init__(self, connection: LiveConnection, warm_calls: WarmCalls, to_server, from_server) -> None:
+    def __init__(self, connection: CallerSource, warm_calls: WarmCalls, to_server, from_server) -> None:
         self.connection = connection
         self.warm_calls = warm_calls
         self._to_server = to_server
@@ -104,7 +106,7 @@ class Socket:
 
 
 @contextlib.asynccontextmanager
-async def sdk_socket(connection: LiveConnection, server: Server | None = None) -> AsyncIterator[Socket]:
+async def sdk_socket(connection: CallerSource, server: Server | None = None) -> AsyncIterator[Socket]:
     server = server or mcp_server()
     to_server, inbox = anyio.create_memory_object_stream[SessionMessage](16)
     answers, from_server = anyio.create_memory_object_stream[SessionMessage](16)
@@ -151,6 +153,12 @@ def test_calls_the_warm_path_cannot_vouch_for_go_to_the_sdk(cast):
             6, "tools/call", {"name": "validate_api_key", "arguments": {"api_key": cast.key}, "_meta": {}}
         ),
         request(7, "tools/call", {"name": "validate_api_key", "arguments": "not an object"}),
+        *(  # the version's surface lets these by; the SDK handler's own parameter model refuses them
+            request(
+                8, "tools/call", {"name": "validate_api_key", "arguments": {"api_key": cast.key}, **extra}
+            )
+            for extra in ({"requestState": 5}, {"inputResponses": "nope"}, {"inputResponses": [1, 2]})
+        ),
     ]
 
     async def scenario():
@@ -159,6 +167,8 @@ def test_calls_the_warm_path_cannot_vouch_for_go_to_the_sdk(cast):
             assert socket.warm_answer(tool_call(8, "validate_api_key", {"api_key": cast.key})) is not None
             for call in calls:
                 assert socket.warm_answer(call) is None, call
+            refused = json.loads(await socket.sdk_answer(calls[-1]))
+            assert refused["error"]["code"] == types.INVALID_PARAMS
 
     asyncio.run(scenario())
 
@@ -204,3 +214,65 @@ def test_switched_off_by_setting_or_by_sdk_middleware(cast, settings, switch):
         asyncio.run(scenario())
     finally:
         mcp_server.cache_clear()
+
+
+class BrokenSource:
+    """A transport whose caller check fails unexpectedly (say its database is gone)."""
+
+    def caller(self) -> Caller:
+        raise RuntimeError("could not connect: password hunter2 rejected")
+
+
+def test_a_failing_caller_check_is_the_same_generic_tool_error_on_both_paths(cast):
+    call = tool_call(1, "validate_api_key", {"api_key": cast.key})
+
+    async def scenario():
+        async with sdk_socket(BrokenSource()) as socket:
+            await socket.handshake(LATEST_HANDSHAKE_VERSION)
+            warm = socket.warm_answer(call)
+            assert warm is not None
+            assert warm == await socket.sdk_answer(call)
+            return warm
+
+    warm = asyncio.run(scenario())
+    result = json.loads(warm)["result"]
+    assert result["isError"] is True
+    assert result["structuredContent"]["error"]["code"] == "INTERNAL_ERROR"
+    assert "hunter2" not in warm
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("warm", [True, False])
+def test_the_websocket_consumer_answers_a_warm_call_as_it_arrives(cast, settings, warm):
+    """A ping and then a warm call, read together: the call is answered before the consumer even yields to
+    the SDK's tasks, so its answer comes first; through the SDK, the ping's does."""
+    settings.MCP_WARM_CALLS = warm
+    frames = [
+        initialize(0, LATEST_HANDSHAKE_VERSION),
+        tool_call(1, "validate_api_key", {"api_key": cast.key}),
+        request(2, "ping"),
+        tool_call(3, "validate_api_key", {"api_key": cast.key}),
+    ]
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            McpWebSocketConsumer.as_asgi(),
+            "/mcp/ws",
+            headers=[(b"authorization", f"Bearer {cast.bearer}".encode())],
+            subprotocols=["mcp"],
+        )
+        connected, _ = await communicator.connect(timeout=ANSWER_SECONDS)
+        assert connected
+        for frame in frames[:2]:  # the handshake, then one call to warm this connection
+            await communicator.send_to(text_data=_answer_frame(frame))
+            await communicator.receive_from(timeout=ANSWER_SECONDS)
+        for frame in frames[2:]:
+            await communicator.send_to(text_data=_answer_frame(frame))
+        answers = [json.loads(await communicator.receive_from(timeout=ANSWER_SECONDS)) for _ in frames[2:]]
+        await communicator.disconnect()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert [answer["id"] for answer in answers] == ([3, 2] if warm else [2, 3])
+    validation = next(answer for answer in answers if answer["id"] == 3)
+    assert validation["result"]["content"][0]["text"].startswith("✅ Valid API Key")
