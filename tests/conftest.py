@@ -1,5 +1,7 @@
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,18 @@ IN_CI = os.environ.get("CI") == "true"
 
 
 def pytest_configure(config) -> None:
-    """WhiteNoise serves STATIC_ROOT, which `./dev run` fills with collectstatic; tests need only that it exists."""
+    """Tests keep a var directory of their own (the security-epoch file above all), which the servers they start
+    inherit, so a `./dev run` or another test run on the same checkout cannot move their epoch. WhiteNoise
+    serves STATIC_ROOT, which `./dev run` fills with collectstatic; tests need only that it exists."""
+    var_dir = Path(tempfile.mkdtemp(prefix="chittyauth-tests-"))
+    os.environ["CHITTYAUTH_VAR_DIR"] = str(var_dir)
+    settings.VAR_DIR = var_dir
+    (var_dir / "static").mkdir()
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(os.environ.pop("CHITTYAUTH_VAR_DIR"), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
