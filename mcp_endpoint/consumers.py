@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -207,10 +209,13 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
 
     async def _follow_channel_layer(self) -> None:
         """Session-end broadcasts. While the channel layer fails (Redis is down) the per-message re-check still
-        ends the socket when its session ends, and the layer is tried again with backoff. Once it answers, the
-        session group is joined again (a restarted Redis has forgotten it) and the session re-checked at once,
-        so a session that ended meanwhile closes its socket then, not at the socket's next message."""
+        ends the socket when its session ends, and the layer is tried again with backoff (jittered, so sockets
+        do not all return at once). Once it answers, the session group is joined again (a restarted Redis has
+        forgotten it) and the session re-checked at once, so a session that ended meanwhile closes its socket
+        then, not at the socket's next message."""
+        retry_in = FOLLOW_RETRY_SECONDS[0]
         while True:
+            followed_at = time.monotonic()
             try:
                 while True:
                     await self._dispatch_in_turn(await self.channel_layer.receive(self.channel_name))
@@ -218,22 +223,32 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
                 logger.warning(
                     "MCP WebSocket lost its channel layer; following it again when it answers", exc_info=True
                 )
-            retry_in = FOLLOW_RETRY_SECONDS[0]
+            if (
+                time.monotonic() - followed_at > FOLLOW_RETRY_SECONDS[1]
+            ):  # it had held for a while: start over
+                retry_in = FOLLOW_RETRY_SECONDS[0]
             while True:
-                await asyncio.sleep(retry_in)
+                await asyncio.sleep(retry_in * random.uniform(0.5, 1))  # noqa: S311 - jitter, not a secret
+                retry_in = min(retry_in * 2, FOLLOW_RETRY_SECONDS[1])
                 if await self._follow_again():
                     break
-                retry_in = min(retry_in * 2, FOLLOW_RETRY_SECONDS[1])
             logger.info("MCP WebSocket follows its channel layer again")
 
     async def _follow_again(self) -> bool:
-        if self.connection is None:  # not in a group yet: connect() joins it
-            return True
-        if not await self._join_session_group():
+        """Join the session group again and re-check the session; False to try again later."""
+        if self.connection is None:  # connect() has not run (or refused): it joins the group itself
             return False
-        async with self._handling:
-            if not self.finished and self.inbox is not None:
-                await self._still_allowed()
+        try:
+            if not await self._join_session_group():
+                return False
+            async with self._handling:
+                if self.finished:  # closed meanwhile: leave no membership behind
+                    await self._leave_session_group()
+                elif self.inbox is not None:
+                    await self._still_allowed()
+        except Exception:  # e.g. the database is down for the re-check: never a silent task death
+            logger.warning("MCP WebSocket could not re-check its session; trying again", exc_info=True)
+            return False
         return True
 
     async def _join_session_group(self) -> bool:
@@ -242,6 +257,12 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
         except Exception:  # the channel layer is down  # noqa: BLE001
             return False
         return True
+
+    async def _leave_session_group(self) -> None:
+        with contextlib.suppress(Exception):  # a channel layer that is down forgets the membership anyway
+            await self.channel_layer.group_discard(
+                session_group(self.connection.session_id), self.channel_name
+            )
 
     async def _dispatch_in_turn(self, message: dict) -> None:
         async with self._handling:
@@ -354,10 +375,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             await asyncio.wait([self.serving], timeout=FINISH_GRACE_SECONDS)
         if self.connection is None:
             return
-        with contextlib.suppress(Exception):  # a channel layer that is down forgets the membership anyway
-            await self.channel_layer.group_discard(
-                session_group(self.connection.session_id), self.channel_name
-            )
+        await self._leave_session_group()
         ending = asyncio.ensure_future(run_in_worker(self.connection.close, reason))
         try:
             await asyncio.shield(ending)

@@ -12,11 +12,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from mcp_endpoint.consumers import FOLLOW_RETRY_SECONDS
 from tests.conftest import free_port
 from tests.mcp_live import ADMIN, base_env, daphne_server, rest, service_database
 from tests.test_mcp_websocket import call, closed, connect, initialized
 
 pytestmark = pytest.mark.redis
+
+RETURN_WITHIN_SECONDS = 2 * FOLLOW_RETRY_SECONDS[1]  # more than the longest wait between two retries
 
 
 def test_a_session_opened_on_one_server_and_ended_through_another_closes_its_socket(tmp_path, settings):
@@ -62,6 +65,7 @@ class PrivateRedis:
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not self.answers():
+            assert self.process.poll() is None, "the private Redis exited (its port taken meanwhile?)"
             assert time.monotonic() < deadline, "the private Redis did not start"
             time.sleep(0.05)
 
@@ -73,12 +77,14 @@ class PrivateRedis:
 
     def answers(self) -> bool:
         try:
-            return redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
+            with redis.Redis.from_url(self.url, socket_connect_timeout=0.5) as client:
+                return client.ping()
         except redis.RedisError:
             return False
 
     def has_group_for(self, session_id: str) -> bool:
-        return any(session_id in key.decode() for key in redis.Redis.from_url(self.url).keys("*group*"))
+        with redis.Redis.from_url(self.url) as client:
+            return any(session_id in key.decode() for key in client.keys("*group*"))
 
 
 @contextlib.contextmanager
@@ -146,8 +152,8 @@ def test_a_socket_follows_its_channel_layer_again_when_redis_is_back(tmp_path):
                 await asyncio.to_thread(layer.stop)
                 await end_session(sessions[0])
                 await asyncio.to_thread(layer.start)
-                first = await closed(ended_meanwhile, within=15)
-                async with asyncio.timeout(15):
+                first = await closed(ended_meanwhile, within=RETURN_WITHIN_SECONDS)
+                async with asyncio.timeout(RETURN_WITHIN_SECONDS):
                     while not await asyncio.to_thread(layer.has_group_for, sessions[1]):
                         await asyncio.sleep(0.1)
                 await end_session(sessions[1])
