@@ -14,13 +14,15 @@ from identities.models import Identity
 from tests.chittyid_authority_server import ChittyIDAuthorityServer
 
 IN_CI = os.environ.get("CI") == "true"
+VAR_DIR_KEY = pytest.StashKey[Path]()
 
 
 def pytest_configure(config) -> None:
-    """Tests keep a var directory of their own (the security-epoch file above all), which the servers they start
-    inherit, so a `./dev run` or another test run on the same checkout cannot move their epoch. WhiteNoise
-    serves STATIC_ROOT, which `./dev run` fills with collectstatic; tests need only that it exists."""
-    var_dir = Path(tempfile.mkdtemp(prefix="chittyauth-tests-"))
+    """Tests keep a security-epoch file of their own (in a var directory that the servers they start inherit
+    whole), so a `./dev run` or another test run on the same checkout cannot move their epoch. Paths Django
+    settings derived from VAR_DIR when they loaded (before this hook) stay as they were: WhiteNoise serves
+    STATIC_ROOT, which tests need only to exist."""
+    config.stash[VAR_DIR_KEY] = var_dir = Path(tempfile.mkdtemp(prefix="chittyauth-tests-"))
     os.environ["CHITTYAUTH_VAR_DIR"] = str(var_dir)
     settings.VAR_DIR = var_dir
     (var_dir / "static").mkdir()
@@ -28,7 +30,7 @@ def pytest_configure(config) -> None:
 
 
 def pytest_unconfigure(config) -> None:
-    shutil.rmtree(os.environ.pop("CHITTYAUTH_VAR_DIR"), ignore_errors=True)
+    shutil.rmtree(config.stash[VAR_DIR_KEY], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
