@@ -141,8 +141,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # channels_redis blocks up to 5 s per read (BRPOP) and redis-py 8 times a read out after 5 s by default, so
+    # an idle reader failed every few seconds (a socket then missed its session's end); reads get longer.
+    CHANNEL_LAYER_SOCKET_TIMEOUT_SECONDS = 15
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_SECONDS}]
+            },
+        }
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
@@ -271,14 +279,19 @@ MCP_RESOURCE_URL = os.environ.get("MCP_RESOURCE_URL", f"{CHITTYAUTH_BASE_URL}/mc
 MCP_MAX_FRAME_BYTES = _env_int("MCP_MAX_FRAME_BYTES", 1024 * 1024)
 # Threads running MCP tool calls in each server process; each may hold a database connection during a call.
 MCP_WORKER_THREADS = _env_int("MCP_WORKER_THREADS", 32)
+# How often an MCP WebSocket joins its session's channel-layer group again (channel layers forget memberships
+# after a day, Redis all of them in a flush or failover), so ending the session keeps closing the socket at once.
+MCP_SESSION_GROUP_REFRESH_SECONDS = _env_int("MCP_SESSION_GROUP_REFRESH_SECONDS", 3600)
 # The MCP SDK opens an OpenTelemetry span for every request. With no OpenTelemetry SDK and exporter set up (none
 # ships with this service) those spans go nowhere yet cost ~50 µs a call, so they are opt-in.
 MCP_OPENTELEMETRY = _env_bool("MCP_OPENTELEMETRY", False)
 # A warm read-only tool call on a WebSocket (one answered from memory) skips the SDK's per-request pipeline,
 # answered as the SDK would answer it (mcp_endpoint/warm_calls.py). Off sends every call through the SDK.
 MCP_WARM_CALLS = _env_bool("MCP_WARM_CALLS", True)
-if min(MCP_MAX_FRAME_BYTES, MCP_WORKER_THREADS) < 1:
-    raise ImproperlyConfigured("MCP_MAX_FRAME_BYTES and MCP_WORKER_THREADS must each be at least 1")
+if min(MCP_MAX_FRAME_BYTES, MCP_WORKER_THREADS, MCP_SESSION_GROUP_REFRESH_SECONDS) < 1:
+    raise ImproperlyConfigured(
+        "MCP_MAX_FRAME_BYTES, MCP_WORKER_THREADS and MCP_SESSION_GROUP_REFRESH_SECONDS must each be at least 1"
+    )
 
 # Admin console
 # Every login is checked by django-axes first: a locked-out address or account never reaches the password check.

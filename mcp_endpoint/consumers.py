@@ -197,15 +197,19 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
         self.channel_layer = get_channel_layer(self.channel_layer_alias)  # settings always configure one
         self.channel_name = await self.channel_layer.new_channel()
         self._handling = asyncio.Lock()
-        following = asyncio.create_task(self._follow_channel_layer())
+        helpers = [
+            asyncio.create_task(self._follow_channel_layer()),
+            asyncio.create_task(self._refresh_session_group()),
+        ]
         try:
             while True:
                 await self._dispatch_in_turn(await receive())
         except StopConsumer:
             pass
         finally:
-            following.cancel()
-            await asyncio.wait([following])
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.wait(helpers)
 
     async def _follow_channel_layer(self) -> None:
         """Session-end broadcasts. While the channel layer fails (Redis is down) the per-message re-check still
@@ -233,6 +237,14 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
                 if await self._follow_again():
                     break
             logger.info("MCP WebSocket follows its channel layer again")
+
+    async def _refresh_session_group(self) -> None:
+        """Join the session group again every `MCP_SESSION_GROUP_REFRESH_SECONDS` (jittered). A channel layer
+        forgets memberships after its group expiry (a day) and Redis forgets them all in a flush or failover,
+        without an error reaching this socket; a socket open longer would otherwise stop hearing its session end."""
+        while True:
+            await asyncio.sleep(settings.MCP_SESSION_GROUP_REFRESH_SECONDS * random.uniform(0.75, 1))  # noqa: S311
+            await self._follow_again()
 
     async def _follow_again(self) -> bool:
         """Join the session group again and re-check the session; False to try again later."""

@@ -20,6 +20,7 @@ from tests.test_mcp_websocket import call, closed, connect, initialized
 pytestmark = pytest.mark.redis
 
 RETURN_WITHIN_SECONDS = 2 * FOLLOW_RETRY_SECONDS[1]  # more than the longest wait between two retries
+IDLE_SECONDS = 12  # more than two of channels_redis' 5 s blocking reads
 
 
 def test_a_session_opened_on_one_server_and_ended_through_another_closes_its_socket(tmp_path, settings):
@@ -84,7 +85,42 @@ class PrivateRedis:
 
     def has_group_for(self, session_id: str) -> bool:
         with redis.Redis.from_url(self.url) as client:
-            return any(session_id in key.decode() for key in client.keys("*group*"))
+            return bool(self._group_keys(client, session_id))
+
+    def forget_group_of(self, session_id: str) -> bool:
+        with redis.Redis.from_url(self.url) as client:
+            return client.delete(*self._group_keys(client, session_id)) > 0
+
+    @staticmethod
+    def _group_keys(client: redis.Redis, session_id: str) -> list[bytes]:
+        return [key for key in client.keys("*group*") if session_id in key.decode()]
+
+
+def test_an_idle_socket_keeps_hearing_its_session_end(tmp_path, settings):
+    """channels_redis blocks up to 5 s per read, and redis-py times reads out after 5 s by default: an idle
+    socket's reader failed every few seconds. With the configured read timeout it never fails while idle, so
+    a session ended after a long quiet spell still closes its socket at once."""
+    with service_database(tmp_path) as (database_url, keys):
+        env = base_env(database_url, REDIS_URL=settings.REDIS_URL)
+        with daphne_server(env, tmp_path) as server:
+            key = keys[ADMIN]["key"]
+
+            async def scenario():
+                async with connect(server, key) as ws:
+                    await initialized(ws)
+                    session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+                    await asyncio.sleep(IDLE_SECONDS)
+                    status, body = await asyncio.to_thread(
+                        rest, server, "POST", f"/api/v1/sessions/{session_id}/end", key, {"reason": "idle"}
+                    )
+                    assert status == 200, body
+                    return await closed(ws, within=1)
+
+            code, frames = asyncio.run(scenario())
+            log = server.log.read_text()
+    assert code == 4403
+    assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+    assert "lost its channel layer" not in log
 
 
 @contextlib.contextmanager
@@ -162,3 +198,34 @@ def test_a_socket_follows_its_channel_layer_again_when_redis_is_back(tmp_path):
         for code, frames in asyncio.run(scenario()):
             assert code == 4403
             assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+
+
+def test_a_socket_joins_its_session_group_again_after_the_layer_forgot_it(tmp_path):
+    """Channel layers drop a membership after their group expiry (a day) without any error reaching the
+    socket; the periodic re-join restores it, so ending the session still closes the socket at once."""
+    with (
+        private_redis() as layer,
+        service_database(tmp_path) as (database_url, keys),
+        daphne_server(
+            base_env(database_url, REDIS_URL=layer.url, MCP_SESSION_GROUP_REFRESH_SECONDS="1"), tmp_path
+        ) as server,
+    ):
+        key = keys[ADMIN]["key"]
+
+        async def scenario():
+            async with connect(server, key) as ws:
+                await initialized(ws)
+                session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+                assert await asyncio.to_thread(layer.forget_group_of, session_id)  # as its expiry would
+                async with asyncio.timeout(RETURN_WITHIN_SECONDS):
+                    while not await asyncio.to_thread(layer.has_group_for, session_id):
+                        await asyncio.sleep(0.1)
+                status, body = await asyncio.to_thread(
+                    rest, server, "POST", f"/api/v1/sessions/{session_id}/end", key, {"reason": "test"}
+                )
+                assert status == 200, body
+                return await closed(ws, within=1)
+
+        code, frames = asyncio.run(scenario())
+    assert code == 4403
+    assert frames[-1]["error"]["message"] == "Connection closed: session ended"
