@@ -141,9 +141,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
-    # channels_redis blocks up to 5 s per read (BRPOP) and redis-py 8 times a read out after 5 s by default, so
-    # an idle reader failed every few seconds (a socket then missed its session's end); reads get longer.
-    CHANNEL_LAYER_SOCKET_TIMEOUT_SECONDS = 15
+    # channels_redis blocks up to 5 s per read (`brpop_timeout`) and redis-py 8 times a read out after 5 s by
+    # default, so an idle reader failed every few seconds (a socket then missed its session's end).
+    from channels_redis.core import RedisChannelLayer
+
+    CHANNEL_LAYER_SOCKET_TIMEOUT_SECONDS = RedisChannelLayer.brpop_timeout + 10
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

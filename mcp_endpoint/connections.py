@@ -85,10 +85,11 @@ class ConnectionSession:
             session_id, owned = open_session(caller, channel).session_id, True
         return cls(session_id, owned=owned, credential_expires_at=caller.expires_at)
 
-    def ensure_live(self, recheck: Callable[[], None] = lambda: None) -> None:
+    def ensure_live(self, recheck: Callable[[], None] = lambda: None, *, active: bool = True) -> None:
         """Raise `SessionEnded` if the session is over. When the epoch has moved or the credential's expiry
         has come, `recheck` runs too (e.g. the credential); the new epoch is remembered only once every check
-        passed, so a refusal repeats."""
+        passed, so a refusal repeats. Only an `active` check (the client sent something) counts as the
+        connection being seen: a background re-check must not keep an idle session from timing out."""
         if not self._lock.acquire(blocking=False):  # a worker is re-checking: never wait for it on the loop
             needs_io("session re-check in progress")
             self._lock.acquire()
@@ -101,19 +102,19 @@ class ConnectionSession:
                 recheck()
                 self._epoch = epoch
             now = time.monotonic()
-            if now - self._touched >= TOUCH_INTERVAL_SECONDS:
+            if active and now - self._touched >= TOUCH_INTERVAL_SECONDS:
                 needs_io("session last seen")
                 touch_session(self.session_id)
                 self._touched = now
         finally:
             self._lock.release()
 
-    def is_settled(self) -> bool:
-        """Nothing to re-check or write: the epoch has not moved and `last_seen` is fresh. Cheap enough to
-        ask on the event loop, so most messages need no worker thread before they are handled."""
+    def is_settled(self, *, active: bool = True) -> bool:
+        """Nothing to re-check or write: the epoch has not moved and, for an `active` check, `last_seen` is
+        fresh. Cheap enough to ask on the event loop, so most messages need no worker thread first."""
         return (
             current_epoch() == self._epoch
-            and time.monotonic() - self._touched < TOUCH_INTERVAL_SECONDS
+            and (not active or time.monotonic() - self._touched < TOUCH_INTERVAL_SECONDS)
             and not self._credential_expired()
         )
 
@@ -158,12 +159,12 @@ class LiveConnection:
     def session_id(self) -> str:
         return self.session.session_id
 
-    def is_settled(self) -> bool:
-        return self.session.is_settled()
+    def is_settled(self, *, active: bool = True) -> bool:
+        return self.session.is_settled(active=active)
 
-    def caller(self) -> Caller:
+    def caller(self, *, active: bool = True) -> Caller:
         """The connection's caller, after re-checking session and credential if anything changed anywhere."""
-        self.session.ensure_live(self._reauthenticate)
+        self.session.ensure_live(self._reauthenticate, active=active)
         return self._caller
 
     def _reauthenticate(self) -> None:

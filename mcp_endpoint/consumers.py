@@ -257,7 +257,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
                 if self.finished:  # closed meanwhile: leave no membership behind
                     await self._leave_session_group()
                 elif self.inbox is not None:
-                    await self._still_allowed()
+                    await self._still_allowed(active=False)
         except Exception:  # e.g. the database is down for the re-check: never a silent task death
             logger.warning("MCP WebSocket could not re-check its session; trying again", exc_info=True)
             return False
@@ -330,12 +330,13 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             except anyio.WouldBlock:  # the server task is INBOX_SIZE frames behind: wait for it
                 await inbox.send(SessionMessage(message))
 
-    async def _still_allowed(self) -> bool:
-        """Re-check session and credential if the security epoch moved; close the socket if either is gone."""
-        if self._settled():
+    async def _still_allowed(self, *, active: bool = True) -> bool:
+        """Re-check session and credential if the security epoch moved; close the socket if either is gone.
+        `active`: the client sent something (it counts as the session being used)."""
+        if self._settled(active=active):
             return True
         try:
-            await run_in_worker(self.connection.caller)
+            await run_in_worker(self.connection.caller, active=active)
         except SessionEnded:
             await self._stop(CLOSE_SESSION_ENDED, SESSION_ENDED)
             return False
@@ -344,11 +345,11 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             return False
         return True
 
-    def _settled(self) -> bool:
+    def _settled(self, *, active: bool) -> bool:
         """Asked on the event loop, so anything that would need I/O (a pending epoch publish) means "no"."""
         try:
             with answering_from_memory():
-                return self.connection.is_settled()
+                return self.connection.is_settled(active=active)
         except NeedsIO:
             return False
 

@@ -12,8 +12,11 @@ from audit.models import AuditEvent
 from grants.callers import Caller
 from grants.services import grant_permission
 from identities.services import suspend_identity
+from keys.credentials import authenticate_bearer
 from keys.services import generate_api_key
+from mcp_endpoint.connections import TOUCH_INTERVAL_SECONDS, ConnectionSession
 from sessions.models import AuthSession
+from sessions.services import open_session
 
 ADMIN = "CHITTY-PEO-ADMIN1-A"
 ALICE = "CHITTY-PEO-ALICE1-A"
@@ -239,3 +242,25 @@ def test_expired_sessions_are_not_live(keys):
     AuthSession.objects.filter(session_id=session_id).update(expires_at=timezone.now() - timedelta(seconds=1))
     listed = client.get("/api/v1/sessions?active=true").json()["sessions"]
     assert session_id not in {s["session_id"] for s in listed}
+
+
+def test_a_connection_records_use_only_when_active_so_a_background_recheck_keeps_no_session_alive(
+    make_identity,
+):
+    """Long-lived MCP connections write `last_seen_at` at most once a minute, when the client sends something.
+    Their background re-checks (after a channel-layer outage, or re-joining the session group) must not: an
+    idle socket's session would then never time out."""
+    owner = make_identity("CHITTY-PEO-IDLECONN-A")
+    caller = authenticate_bearer(generate_api_key(SYSTEM, chitty_id=owner.chitty_id).secret)
+    session_id = open_session(caller, AuthSession.Channel.MCP_WEBSOCKET).session_id
+    connection = ConnectionSession(session_id, owned=True)
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    AuthSession.objects.filter(session_id=session_id).update(last_seen_at=an_hour_ago)
+    connection._touched -= TOUCH_INTERVAL_SECONDS  # the last write was a minute ago: one is due
+
+    assert connection.is_settled(active=False)
+    assert not connection.is_settled()
+    connection.ensure_live(active=False)
+    assert AuthSession.objects.get(session_id=session_id).last_seen_at == an_hour_ago
+    connection.ensure_live()
+    assert AuthSession.objects.get(session_id=session_id).last_seen_at > an_hour_ago
