@@ -57,7 +57,6 @@ class WarmCalls:
         if (
             self._version is None
             and isinstance(message, types.JSONRPCResponse)
-            and self._initialize_id is not None
             and message.id == self._initialize_id
         ):
             version = message.result.get("protocolVersion")

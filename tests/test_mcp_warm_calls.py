@@ -6,7 +6,6 @@ The SDK server runs here over memory streams, driven as the WebSocket consumer d
 
 import asyncio
 import contextlib
-import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -201,12 +200,11 @@ def test_switched_off_by_setting_or_by_sdk_middleware(cast, settings, switch):
     settings.MCP_WARM_CALLS = switch != "MCP_WARM_CALLS"
     settings.MCP_OPENTELEMETRY = switch == "MCP_OPENTELEMETRY"
     mcp_server.cache_clear()
-    ids = itertools.count(1)
 
     async def scenario():
         async with sdk_socket(cast.connection, mcp_server()) as socket:
             await socket.handshake(LATEST_HANDSHAKE_VERSION)
-            call = tool_call(next(ids), "validate_api_key", {"api_key": cast.key})
+            call = tool_call(1, "validate_api_key", {"api_key": cast.key})
             assert socket.warm_answer(call) is None
             assert "✅ Valid API Key" in await socket.sdk_answer(call)
 

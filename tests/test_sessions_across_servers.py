@@ -23,6 +23,25 @@ RETURN_WITHIN_SECONDS = 2 * FOLLOW_RETRY_SECONDS[1]  # more than the longest wai
 IDLE_SECONDS = 12  # more than two of channels_redis' 5 s blocking reads
 
 
+async def started_session(ws) -> str:
+    """Initialize the socket; its session's id."""
+    await initialized(ws)
+    return (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+
+
+async def end_session(server, key: str, session_id: str, reason: str = "test") -> dict:
+    status, body = await asyncio.to_thread(
+        rest, server, "POST", f"/api/v1/sessions/{session_id}/end", key, {"reason": reason}
+    )
+    assert status == 200, body
+    return body
+
+
+def assert_closed_as_ended(code: int, frames: list[dict]) -> None:
+    assert code == 4403
+    assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+
+
 def test_a_session_opened_on_one_server_and_ended_through_another_closes_its_socket(tmp_path, settings):
     with service_database(tmp_path) as (database_url, keys):
         env = base_env(database_url, REDIS_URL=settings.REDIS_URL)
@@ -31,23 +50,12 @@ def test_a_session_opened_on_one_server_and_ended_through_another_closes_its_soc
 
             async def scenario():
                 async with connect(first, key) as ws:
-                    await initialized(ws)
-                    session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
-                    status, body = await asyncio.to_thread(
-                        rest,
-                        second,
-                        "POST",
-                        f"/api/v1/sessions/{session_id}/end",
-                        key,
-                        {"reason": "other node"},
-                    )
-                    assert status == 200, body
+                    body = await end_session(second, key, await started_session(ws), "other node")
                     assert body["ended_by"] == ADMIN
                     return await closed(ws, within=1)
 
             code, frames = asyncio.run(scenario())
-    assert code == 4403
-    assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+    assert_closed_as_ended(code, frames)
 
 
 class PrivateRedis:
@@ -57,11 +65,12 @@ class PrivateRedis:
     def __init__(self) -> None:
         self.executable = shutil.which("redis-server")
         assert self.executable, "redis-server is not installed (the Redis pass needs it)"
-        self.url = f"redis://127.0.0.1:{free_port()}/0"
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        port = self.url.rsplit(":", 1)[1].split("/")[0]
+        port = str(self.port)
         command = [self.executable, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -87,6 +96,11 @@ class PrivateRedis:
         with redis.Redis.from_url(self.url) as client:
             return bool(self._group_keys(client, session_id))
 
+    async def until_group_for(self, session_id: str) -> None:
+        async with asyncio.timeout(RETURN_WITHIN_SECONDS):
+            while not await asyncio.to_thread(self.has_group_for, session_id):
+                await asyncio.sleep(0.1)
+
     def forget_group_of(self, session_id: str) -> bool:
         with redis.Redis.from_url(self.url) as client:
             return client.delete(*self._group_keys(client, session_id)) > 0
@@ -107,19 +121,14 @@ def test_an_idle_socket_keeps_hearing_its_session_end(tmp_path, settings):
 
             async def scenario():
                 async with connect(server, key) as ws:
-                    await initialized(ws)
-                    session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+                    session_id = await started_session(ws)
                     await asyncio.sleep(IDLE_SECONDS)
-                    status, body = await asyncio.to_thread(
-                        rest, server, "POST", f"/api/v1/sessions/{session_id}/end", key, {"reason": "idle"}
-                    )
-                    assert status == 200, body
+                    await end_session(server, key, session_id, "idle")
                     return await closed(ws, within=1)
 
             code, frames = asyncio.run(scenario())
             log = server.log.read_text()
-    assert code == 4403
-    assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+    assert_closed_as_ended(code, frames)
     assert "lost its channel layer" not in log
 
 
@@ -145,21 +154,16 @@ def test_a_socket_outlives_its_channel_layer_and_still_stops_when_its_session_en
 
         async def scenario():
             async with connect(server, key) as ws:
-                await initialized(ws)
-                session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+                session_id = await started_session(ws)
                 await asyncio.to_thread(layer.stop)
                 still = await call(ws, 2, "whoami")
                 assert still["structuredContent"]["session_id"] == session_id
-                status, body = await asyncio.to_thread(
-                    rest, server, "POST", f"/api/v1/sessions/{session_id}/end", key, {"reason": "gone"}
-                )
-                assert status == 200, body
+                await end_session(server, key, session_id, "gone")
                 await ws.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "ping"}))
                 return await closed(ws, within=10)
 
         code, frames = asyncio.run(scenario())
-    assert code == 4403
-    assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+    assert_closed_as_ended(code, frames)
 
 
 def test_a_socket_follows_its_channel_layer_again_when_redis_is_back(tmp_path):
@@ -173,31 +177,19 @@ def test_a_socket_follows_its_channel_layer_again_when_redis_is_back(tmp_path):
     ):
         key = keys[ADMIN]["key"]
 
-        async def end_session(session_id: str) -> None:
-            status, body = await asyncio.to_thread(
-                rest, server, "POST", f"/api/v1/sessions/{session_id}/end", key, {"reason": "test"}
-            )
-            assert status == 200, body
-
         async def scenario():
             async with connect(server, key) as ended_meanwhile, connect(server, key) as ended_after:
-                sessions = []
-                for ws in (ended_meanwhile, ended_after):
-                    await initialized(ws)
-                    sessions.append((await call(ws, 1, "whoami"))["structuredContent"]["session_id"])
+                sessions = [await started_session(ws) for ws in (ended_meanwhile, ended_after)]
                 await asyncio.to_thread(layer.stop)
-                await end_session(sessions[0])
+                await end_session(server, key, sessions[0])
                 await asyncio.to_thread(layer.start)
                 first = await closed(ended_meanwhile, within=RETURN_WITHIN_SECONDS)
-                async with asyncio.timeout(RETURN_WITHIN_SECONDS):
-                    while not await asyncio.to_thread(layer.has_group_for, sessions[1]):
-                        await asyncio.sleep(0.1)
-                await end_session(sessions[1])
+                await layer.until_group_for(sessions[1])
+                await end_session(server, key, sessions[1])
                 return first, await closed(ended_after, within=1)
 
         for code, frames in asyncio.run(scenario()):
-            assert code == 4403
-            assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+            assert_closed_as_ended(code, frames)
 
 
 def test_a_socket_joins_its_session_group_again_after_the_layer_forgot_it(tmp_path):
@@ -215,18 +207,11 @@ def test_a_socket_joins_its_session_group_again_after_the_layer_forgot_it(tmp_pa
 
         async def scenario():
             async with connect(server, key) as ws:
-                await initialized(ws)
-                session_id = (await call(ws, 1, "whoami"))["structuredContent"]["session_id"]
+                session_id = await started_session(ws)
                 assert await asyncio.to_thread(layer.forget_group_of, session_id)  # as its expiry would
-                async with asyncio.timeout(RETURN_WITHIN_SECONDS):
-                    while not await asyncio.to_thread(layer.has_group_for, session_id):
-                        await asyncio.sleep(0.1)
-                status, body = await asyncio.to_thread(
-                    rest, server, "POST", f"/api/v1/sessions/{session_id}/end", key, {"reason": "test"}
-                )
-                assert status == 200, body
+                await layer.until_group_for(session_id)
+                await end_session(server, key, session_id)
                 return await closed(ws, within=1)
 
         code, frames = asyncio.run(scenario())
-    assert code == 4403
-    assert frames[-1]["error"]["message"] == "Connection closed: session ended"
+    assert_closed_as_ended(code, frames)
