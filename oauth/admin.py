@@ -63,6 +63,12 @@ class ServiceClientCreationForm(forms.ModelForm):
         self.instance.issued = issued  # in memory only, for the shown-once page of this request
         return data
 
+    def _post_clean(self) -> None:
+        """A refused client has no instance to validate (the blank one would fail on fields this form does
+        not show, a 500); an issued one was validated by `create_service_client`."""
+        if not self.errors:
+            super()._post_clean()
+
 
 class ClientStatusFilter(admin.SimpleListFilter):
     title = "status"
