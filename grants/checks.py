@@ -13,13 +13,15 @@ from datetime import datetime
 from django.utils import timezone
 
 from audit.services import record
-from chittyauth_site.errors import PermissionDenied
+from chittyauth_site.errors import PermissionDenied, ValidationFailed
 from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
 from grants.models import Grant
-from grants.permissions import covers
+from grants.permissions import WILDCARD, covers, intersection, widest
+from identities.chitty_ids import parse_chitty_id
 from identities.invalidation import current_epoch
 from identities.models import Identity
+from identities.selectors import get_identity
 
 MAX_CACHED_PRINCIPALS = 10_000
 MAX_CACHED_DECISIONS = 256
@@ -145,31 +147,99 @@ def authorize(caller: Caller, permission: str, resource_id: str = "", *, target:
     )
 
 
-def refuse_escalation(
-    caller: Caller, scopes: tuple[str, ...], *, for_self: bool, action: str, target: str, minting: str
+def authorized_principal(caller: Caller, permission: str, chitty_id: str) -> Identity:
+    """The principal a request acts on: yourself freely, anyone else with `permission`. The permission is
+    checked before the lookup, so a caller that may not act on others cannot tell registered ChittyIDs
+    from unregistered ones: both get the same `PERMISSION_DENIED`."""
+    parse_chitty_id(chitty_id)
+    if chitty_id != caller.chitty_id:
+        authorize(caller, permission, target=chitty_id)
+    return get_identity(chitty_id)
+
+
+def refuse_unheld_scopes(
+    caller: Caller,
+    principal: Identity,
+    scopes: tuple[str, ...],
+    *,
+    action: str,
+    minting: str,
+    wildcard_defers_to_grants: bool = False,
 ) -> None:
-    """No credential is minted wider than the one minting it, nor (for another principal) than the caller's
-    grants: raise `PermissionDenied` naming the first scope that is not, and audit the refusal."""
-    if caller.is_exempt:
-        return
+    """The one rule for every credential minted, rotated or handed out for `principal`: each scope must be
+    held by the credential minting it, by the caller's own grants when minting for someone else
+    (`ESCALATION_REFUSED`), and by the principal's live grants (`SCOPE_EXCEEDS_GRANTS`), so a credential
+    never claims what its principal does not hold. A key's or client's `*` narrows nothing and stands for
+    the grants themselves (`wildcard_defers_to_grants`); a token's `*` claims everything, so it needs a
+    `*` grant. Refusals are audited."""
+    for_self = caller.is_principal(principal)
     for scope in scopes:
-        held = any(covers(own, scope) for own in caller.scopes)
-        if held and (for_self or caller_covers(caller, scope)):
+        if not caller.is_exempt:
+            held = any(covers(own, scope) for own in caller.scopes)
+            if not held or not (for_self or caller_covers(caller, scope)):
+                _record_scope_refusal(caller, principal, scope, action, "escalation")
+                holder = (
+                    "you do not hold it yourself" if held else "the credential you are using does not hold it"
+                )
+                raise PermissionDenied(
+                    f"You cannot mint {minting} with the scope {scope}: {holder}",
+                    code="ESCALATION_REFUSED",
+                    scope=scope,
+                )
+        if scope == WILDCARD and wildcard_defers_to_grants:
             continue
-        record(
-            action,
-            outcome="denied",
-            actor=caller.actor,
-            target=target,
-            client_address=caller.client_address,
-            details={"scope": scope, "reason": "escalation", "credential_id": caller.credential_id},
-        )
-        holder = "you do not hold it yourself" if held else "the credential you are using does not hold it"
-        raise PermissionDenied(
-            f"You cannot mint {minting} with the scope {scope}: {holder}",
-            code="ESCALATION_REFUSED",
-            scope=scope,
-        )
+        if not check_permission(principal, scope).allowed:
+            _record_scope_refusal(caller, principal, scope, action, "exceeds the principal's grants")
+            raise ValidationFailed(
+                f"{principal.chitty_id} holds no grant covering the scope {scope}",
+                code="SCOPE_EXCEEDS_GRANTS",
+                scope=scope,
+            )
+
+
+def _record_scope_refusal(caller: Caller, principal: Identity, scope: str, action: str, reason: str) -> None:
+    record(
+        action,
+        outcome="denied",
+        actor=caller.actor,
+        target=principal.chitty_id,
+        client_address=caller.client_address,
+        details={"scope": scope, "reason": reason, "credential_id": caller.credential_id},
+    )
+
+
+def _backing_grants(principal: Identity) -> list[LiveGrant]:
+    """The live grants that can stand behind a credential scope: on any resource, of an active principal."""
+    entry = _principal_grants(principal.pk)
+    if not entry.is_active:
+        return []
+    now = timezone.now()
+    return [
+        grant
+        for grant in entry.grants
+        if not grant.resource_id and (grant.expires_at is None or grant.expires_at > now)
+    ]
+
+
+def held_scopes(principal: Identity, ceiling: tuple[str, ...]) -> tuple[str, ...]:
+    """The widest scopes within `ceiling` that the principal's grants back: what a token that names no
+    scopes carries, so its `scope` claim never lists a permission its subject does not hold."""
+    grants = _backing_grants(principal)
+    found = (intersection(bound, grant.permission) for bound in ceiling for grant in grants)
+    return tuple(sorted(widest([pattern for pattern in found if pattern is not None])))
+
+
+def bounded_by_grants(principal: Identity, scopes: tuple[str, ...], expires_at: datetime) -> datetime:
+    """`expires_at`, or earlier when one of `scopes` loses the last grant behind it by then: a token's `scope`
+    claim must not outlive the grants that back it."""
+    grants = _backing_grants(principal)
+    for scope in scopes:
+        expiries = [grant.expires_at for grant in grants if covers(grant.permission, scope)]
+        if not expiries:
+            return timezone.now()
+        if None not in expiries:
+            expires_at = min(expires_at, max(expiries))
+    return expires_at
 
 
 def caller_covers(caller: Caller, pattern: str, resource_id: str = "") -> bool:

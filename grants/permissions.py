@@ -69,3 +69,26 @@ def covers(broader: str, narrower: str) -> bool:
     broad_resource, broad_action = _parts(broader)
     narrow_resource, narrow_action = _parts(narrower)
     return broad_resource in (WILDCARD, narrow_resource) and broad_action in (WILDCARD, narrow_action)
+
+
+def intersection(first: str, second: str) -> str | None:
+    """The pattern standing for what both stand for (`docs:*` and `*:read` give `docs:read`), or None."""
+    parts = []
+    for one, other in zip(_parts(first), _parts(second), strict=True):
+        if one == WILDCARD:
+            parts.append(other)
+        elif other in (WILDCARD, one):
+            parts.append(one)
+        else:
+            return None
+    return WILDCARD if parts == [WILDCARD, WILDCARD] else ":".join(parts)
+
+
+def widest(patterns: list[str]) -> tuple[str, ...]:
+    """The patterns without any another one already covers, in their first order."""
+    unique = list(dict.fromkeys(patterns))
+    return tuple(
+        pattern
+        for pattern in unique
+        if not any(other != pattern and covers(other, pattern) for other in unique)
+    )

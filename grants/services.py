@@ -11,9 +11,10 @@ from django.utils import timezone
 from audit.services import record
 from chittyauth_site.errors import NotFound, PermissionDenied, ValidationFailed
 from grants.callers import Caller
-from grants.checks import Decision, authorize, caller_covers, check_permission
+from grants.checks import Decision, authorize, authorized_principal, caller_covers, check_permission
 from grants.models import Grant
 from grants.permissions import WILDCARD, parse_pattern
+from identities.chitty_ids import parse_chitty_id
 from identities.invalidation import bump_epoch
 from identities.selectors import get_identity
 
@@ -45,10 +46,11 @@ def grant_permission(
     resource_id = _clean_resource_id(resource_id)
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationFailed("expires_at must be in the future", code="INVALID_EXPIRY")
+    parse_chitty_id(grantee_chitty_id)
+    authorize(caller, "authorizations:grant", target=grantee_chitty_id)
     grantee = get_identity(grantee_chitty_id)
     if not grantee.is_active:
         raise ValidationFailed(f"{grantee.chitty_id} is {grantee.status}", code="IDENTITY_SUSPENDED")
-    authorize(caller, "authorizations:grant", target=grantee.chitty_id)
     if not caller_covers(caller, permission, resource_id):
         record(
             "authorization.grant",
@@ -89,11 +91,12 @@ def grant_permission(
 
 
 def revoke_grant(caller: Caller, grant_id: int) -> Grant:
-    """Revoke one grant. Idempotent: revoking a revoked grant answers with it unchanged."""
+    """Revoke one grant (`authorizations:revoke`, checked before the lookup: grant ids are sequential, so a
+    refusal must not tell which exist). Idempotent: revoking a revoked grant answers with it unchanged."""
+    authorize(caller, "authorizations:revoke", target=f"grant:{grant_id}"[:128])
     grant = Grant.objects.select_related("principal").filter(pk=grant_id).first()
     if grant is None:
         raise NotFound(f"No grant {grant_id}", code="GRANT_NOT_FOUND")
-    authorize(caller, "authorizations:revoke", target=grant.principal.chitty_id)
     if grant.revoked_at is not None:
         return grant
     with transaction.atomic():
@@ -112,9 +115,7 @@ def revoke_grant(caller: Caller, grant_id: int) -> Grant:
 
 def list_grants(caller: Caller, chitty_id: str, *, include_inactive: bool = False) -> list[Grant]:
     """A principal's grants: your own freely, anyone's with `permissions:check`."""
-    identity = get_identity(chitty_id)
-    if not caller.is_principal(identity):
-        authorize(caller, "permissions:check", target=chitty_id)
+    identity = authorized_principal(caller, "permissions:check", chitty_id)
     grants = Grant.objects.filter(principal=identity).select_related("principal")
     if not include_inactive:
         grants = grants.filter(revoked_at__isnull=True).exclude(expires_at__lte=timezone.now())
@@ -125,9 +126,7 @@ def check_principal_permission(
     caller: Caller, chitty_id: str, permission: str, resource_id: str = ""
 ) -> Decision:
     """The seed's `check_permission`: your own freely, another principal's with `permissions:check`."""
-    identity = get_identity(chitty_id)
-    if not caller.is_principal(identity):
-        authorize(caller, "permissions:check", target=chitty_id)
+    identity = authorized_principal(caller, "permissions:check", chitty_id)
     if permission != WILDCARD and ":" not in str(permission):
         raise ValidationFailed(
             f"Invalid permission {permission!r}: use resource:action", code="INVALID_PERMISSION"

@@ -48,7 +48,7 @@ class IdentityStatusView(APIView):
     @extend_schema(request=StatusChangeSerializer, responses=IdentitySerializer)
     def post(self, request: Request, chitty_id: str) -> Response:
         data = validated(StatusChangeSerializer, request.data)
-        identity = services.get_identity(chitty_id)
+        identity = services.identity_to_manage(request.auth, chitty_id)
         changed = type(self).change(request.auth, identity, reason=data["reason"])
         return Response(IdentitySerializer(changed).data)
 

@@ -6,7 +6,7 @@ from django.utils import timezone
 from audit.services import record
 from chittyauth_site.errors import Conflict, ValidationFailed
 from grants.callers import Caller
-from grants.checks import authorize
+from grants.checks import authorize, authorized_principal
 from identities import authority
 from identities.chitty_ids import parse_chitty_id
 from identities.invalidation import bump_epoch
@@ -129,7 +129,12 @@ def list_identities(caller: Caller, *, status: str | None = None, search: str = 
 
 def show_identity(caller: Caller, chitty_id: str) -> Identity:
     """One principal: yourself freely, anyone with `identities:read`."""
-    identity = get_identity(chitty_id)
-    if not caller.is_principal(identity):
-        authorize(caller, "identities:read", target=chitty_id)
-    return identity
+    return authorized_principal(caller, "identities:read", chitty_id)
+
+
+def identity_to_manage(caller: Caller, chitty_id: str) -> Identity:
+    """The identity a status change names, once the caller holds `identities:manage`: checked before the
+    lookup, so a refusal does not tell whether `chitty_id` is registered."""
+    parse_chitty_id(chitty_id)
+    authorize(caller, "identities:manage", target=chitty_id)
+    return get_identity(chitty_id)

@@ -29,12 +29,11 @@ from audit.services import record
 from chittyauth_site.errors import Conflict, NotFound, ValidationFailed
 from chittyauth_site.memory_only import needs_io, when_answered
 from grants.callers import Caller
-from grants.checks import authorize, check_permission, refuse_escalation
+from grants.checks import authorize, authorized_principal, refuse_unheld_scopes
 from grants.permissions import WILDCARD, normalize_scope
 from identities.chitty_ids import parse_chitty_id
 from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
-from identities.selectors import get_identity
 from identities.services import resolve_principal
 from keys.key_format import (
     ENVIRONMENTS,
@@ -376,17 +375,10 @@ def generate_api_key(
         )
     for_self = caller.chitty_id == chitty_id
     authorize(caller, "api_keys:generate" if for_self else "api_keys:manage", target=chitty_id)
-    refuse_escalation(
-        caller, scopes, for_self=for_self, action="api_key.generate", target=chitty_id, minting="a key"
-    )
     principal = resolve_principal(chitty_id)
-    for scope in scopes:
-        if scope != WILDCARD and not check_permission(principal, scope).allowed:
-            raise ValidationFailed(
-                f"{chitty_id} holds no grant covering the scope {scope}",
-                code="SCOPE_EXCEEDS_GRANTS",
-                scope=scope,
-            )
+    refuse_unheld_scopes(
+        caller, principal, scopes, action="api_key.generate", minting="a key", wildcard_defers_to_grants=True
+    )
     with transaction.atomic():
         issued = _create_key(
             principal,
@@ -506,18 +498,18 @@ def rotate_api_key(caller: Caller, key_id: str, *, overlap_seconds: int | None =
         else overlap_seconds
     )
     api_key = _get_key(key_id)
-    for_self = _authorize_key_access(caller, api_key)
+    _authorize_key_access(caller, api_key)
     _refuse_rotating_lapsed(api_key, timezone.now())
     chitty_id = api_key.principal.chitty_id
-    refuse_escalation(
-        caller,
-        tuple(api_key.scopes),
-        for_self=for_self,
-        action="api_key.rotate",
-        target=chitty_id,
-        minting="a key",
-    )
     principal = resolve_principal(chitty_id)
+    refuse_unheld_scopes(
+        caller,
+        principal,
+        tuple(api_key.scopes),
+        action="api_key.rotate",
+        minting="a key",
+        wildcard_defers_to_grants=True,
+    )
     with transaction.atomic():
         old_key = _lock_key(api_key)
         now = timezone.now()
@@ -565,10 +557,7 @@ def list_api_keys(
             )
         principal = caller.identity
     else:
-        parse_chitty_id(chitty_id)
-        if chitty_id != caller.chitty_id:
-            authorize(caller, "api_keys:manage", target=chitty_id)
-        principal = get_identity(chitty_id)
+        principal = authorized_principal(caller, "api_keys:manage", chitty_id)
     keys = ApiKey.objects.filter(principal=principal).select_related("principal")
     if not include_revoked:
         keys = keys.exclude(revoked_at__lte=timezone.now())
@@ -599,12 +588,10 @@ def _lock_key(api_key: ApiKey) -> ApiKey:
     return ApiKey.objects.select_for_update(of=("self",)).select_related("principal").get(pk=api_key.pk)
 
 
-def _authorize_key_access(caller: Caller, api_key: ApiKey) -> bool:
-    """Your own key needs nothing more; anyone else's needs `api_keys:manage`. Returns whether it is yours."""
-    if caller.identity is not None and caller.identity.pk == api_key.principal_id:
-        return True
-    authorize(caller, "api_keys:manage", target=api_key.principal.chitty_id)
-    return False
+def _authorize_key_access(caller: Caller, api_key: ApiKey) -> None:
+    """Your own key needs nothing more; anyone else's needs `api_keys:manage`."""
+    if caller.identity is None or caller.identity.pk != api_key.principal_id:
+        authorize(caller, "api_keys:manage", target=api_key.principal.chitty_id)
 
 
 def _refuse_rotating_lapsed(api_key: ApiKey, now: datetime) -> None:

@@ -30,8 +30,8 @@ from audit.services import record
 from chittyauth_site.errors import ValidationFailed
 from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
-from grants.checks import authorize, caller_may, refuse_escalation
-from grants.permissions import normalize_scope
+from grants.checks import authorize, bounded_by_grants, caller_may, held_scopes, refuse_unheld_scopes
+from grants.permissions import WILDCARD, normalize_scope
 from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
 from identities.services import resolve_principal
@@ -219,12 +219,21 @@ def _clean_claims(claims: dict | None) -> dict:
     return claims
 
 
-def _requested_scopes(scopes: list[str] | None, caller: Caller) -> tuple[str, ...]:
+def _clean_scopes(scopes: object) -> tuple[str, ...] | None:
     if scopes is None:
-        return ("*",) if caller.is_exempt else caller.scopes
+        return None
     if not isinstance(scopes, list | tuple) or not scopes or len(scopes) > MAX_SCOPES:
         raise ValidationFailed(f"scopes must be a list of 1 to {MAX_SCOPES} scopes", code="INVALID_SCOPE")
     return tuple(dict.fromkeys(normalize_scope(scope) for scope in scopes))
+
+
+def _default_scopes(caller: Caller, identity: Identity) -> tuple[str, ...]:
+    """What both the minting credential and the subject's grants hold (and, for another subject, the
+    caller's grants too): never a bare `*` unless a `*` grant backs it."""
+    ceiling = (WILDCARD,) if caller.is_exempt else caller.scopes
+    if not caller.is_exempt and not caller.is_principal(identity):
+        ceiling = held_scopes(caller.identity, ceiling) if caller.identity is not None else ()
+    return held_scopes(identity, ceiling)
 
 
 def generate_jwt(
@@ -235,24 +244,25 @@ def generate_jwt(
     claims: dict | None = None,
     scopes: list[str] | None = None,
 ) -> IssuedToken:
-    """Mint an access token: for yourself with `tokens:generate`, for another principal with `tokens:manage`."""
+    """Mint an access token: for yourself with `tokens:generate`, for another principal with `tokens:manage`.
+
+    Offline verifiers read its `scope` claim as proof, so every scope must be held by the subject's grants
+    (and by the caller, see `refuse_unheld_scopes`), and the token expires no later than those grants.
+    """
     extra_claims = _clean_claims(claims)
     lifetime = parse_expires_in(expires_in)
-    requested = _requested_scopes(scopes, caller)
+    requested = _clean_scopes(scopes)
     for_self = caller.chitty_id is not None and caller.chitty_id == chitty_id
     authorize(caller, "tokens:generate" if for_self else "tokens:manage", target=str(chitty_id)[:128])
     identity = resolve_principal(chitty_id)
-    refuse_escalation(
-        caller,
-        requested,
-        for_self=for_self,
-        action="token.generate",
-        target=identity.chitty_id,
-        minting="a token",
-    )
+    if requested is None:
+        requested = _default_scopes(caller, identity)
+    refuse_unheld_scopes(caller, identity, requested, action="token.generate", minting="a token")
 
     issued_at = int(timezone.now().timestamp())
-    expires = caller.bounded_expiry(datetime.fromtimestamp(issued_at + lifetime, tz=UTC))
+    expires = caller.bounded_expiry(
+        bounded_by_grants(identity, requested, datetime.fromtimestamp(issued_at + lifetime, tz=UTC))
+    )
     jti = secrets.token_urlsafe(JTI_BYTES)
     payload = {
         **extra_claims,

@@ -32,7 +32,7 @@ from audit.models import AuditEvent
 from audit.services import record
 from chittyauth_site.errors import PermissionDenied, ValidationFailed
 from grants.callers import Caller
-from grants.checks import authorize, caller_covers, caller_may, refuse_escalation
+from grants.checks import authorize, bounded_by_grants, caller_may, held_scopes, refuse_unheld_scopes
 from grants.permissions import KNOWN_PERMISSIONS, WILDCARD, covers, normalize_scope
 from identities.models import Identity
 from identities.services import resolve_principal
@@ -63,6 +63,11 @@ class OAuthRuleBroken(ValidationFailed):
 class InvalidTarget(OAuthRuleBroken):
     code = "INVALID_TARGET"
     oauth_error = "invalid_target"
+
+
+class ScopeRefused(OAuthRuleBroken):
+    code = "SCOPE_REFUSED"
+    oauth_error = "invalid_scope"
 
 
 class RefreshRefused(OAuthRuleBroken):
@@ -98,7 +103,11 @@ def supported_scopes() -> list[str]:
 
 
 def default_scopes(client: Client | None) -> list[str]:
-    """Scopes for a request that names none: a service client's allowed scopes, otherwise the advertised ones."""
+    """Scopes for a request that names none: what a service client's identity holds within its allowed
+    scopes; for an interactive client, the advertised ones (narrowed to what the consenting identity holds,
+    see `authorization_scopes`)."""
+    if client is not None and client.identity is not None:
+        return list(held_scopes(client.identity, _normalized(client.allowed_scopes or [WILDCARD])))
     if client is not None and client.allowed_scopes:
         return list(client.allowed_scopes)
     return supported_scopes()
@@ -145,26 +154,39 @@ def describe_scope(scope: str) -> str:
 class ConsentScope:
     scope: str
     description: str
-    held: bool
 
 
-def consent_scopes(identity: Identity, scopes: Iterable[str]) -> list[ConsentScope]:
-    """The requested scopes as the consenting person sees them, with whether their grants cover each today."""
-    holder = Caller(
-        actor=identity.chitty_id,
+def consent_scopes(scopes: Iterable[str]) -> list[ConsentScope]:
+    """The requested scopes as the consenting person sees them."""
+    return [ConsentScope(scope, describe_scope(scope)) for scope in scopes]
+
+
+def _acting_client(client: Client, identity: Identity, client_address: str | None = None) -> Caller:
+    """A client acting for `identity` within its allowed scopes (none set: any), as the minting caller."""
+    return Caller(
+        actor=client_actor(client),
         identity=identity,
-        credential_type="consent",
-        credential_id="",
-        scopes=(WILDCARD,),
+        credential_type="oauth_client",
+        credential_id=client.client_id,
+        scopes=_normalized(client.allowed_scopes or [WILDCARD]),
+        client_address=client_address,
     )
-    rows = []
-    for scope in scopes:
-        try:
-            held = caller_covers(holder, normalize_scope(scope))
-        except ValidationFailed:
-            held = False
-        rows.append(ConsentScope(scope, describe_scope(scope), held))
-    return rows
+
+
+def refuse_unheld_token_scopes(
+    client: Client, identity: Identity, scopes: tuple[str, ...], *, action: str, client_address: str | None
+) -> None:
+    """`refuse_unheld_scopes` for a token a client gets for `identity`, answered as `invalid_scope`."""
+    try:
+        refuse_unheld_scopes(
+            _acting_client(client, identity, client_address),
+            identity,
+            scopes,
+            action=action,
+            minting="a token",
+        )
+    except (PermissionDenied, ValidationFailed) as refusal:
+        raise ScopeRefused(refusal.message, scope=refusal.extra.get("scope")) from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -196,6 +218,23 @@ def check_authorization_request(code_challenge_method: str | None, resources: It
             "PKCE with code_challenge_method=S256 is required; plain is refused", code="PKCE_S256_REQUIRED"
         )
     token_audience(resources)
+
+
+def authorization_scopes(
+    client_id: str, identity: Identity, scopes: Iterable[str], *, named: bool, client_address: str | None
+) -> list[str]:
+    """The scopes a consent page asks for: those the request names, each held by the consenting identity
+    (otherwise `invalid_scope`), or when it names none the defaults that identity holds."""
+    client = Client.objects.get(client_id=client_id)
+    requested = _normalized(scopes)
+    if not named:
+        requested = held_scopes(identity, requested)
+        if not requested:
+            raise ScopeRefused(f"{identity.chitty_id} holds none of the scopes this client may ask for")
+    refuse_unheld_token_scopes(
+        client, identity, requested, action="oauth.authorize", client_address=client_address
+    )
+    return list(scopes) if named else list(requested)
 
 
 def record_consent(
@@ -300,14 +339,24 @@ def mint_access_token(
     client_address: str | None,
     user_agent: str,
 ) -> MintedToken:
-    """Sign an RFC 9068 access token for `identity`, good for OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS, open its
-    session and audit it, in the caller's transaction. The principal must be active and vouched for by the
-    ChittyID authority."""
-    lifetime_seconds = settings.OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS
+    """Sign an RFC 9068 access token for `identity`, good for OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS (or until
+    the grants behind its scopes expire), open its session and audit it, in the caller's transaction. The
+    principal must be active, vouched for by the ChittyID authority, and hold every scope; on a refresh the
+    grants are judged again, so a family whose scopes were revoked refreshes no more."""
     principal = resolve_principal(identity.chitty_id)
     granted = _normalized(scopes)
+    refuse_unheld_token_scopes(
+        client, principal, granted, action="oauth.token.issue", client_address=client_address
+    )
     audience = token_audience(resources)
     issued_at = int(timezone.now().timestamp())
+    lifetime_seconds = settings.OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS
+    held_until = bounded_by_grants(
+        principal, granted, datetime.fromtimestamp(issued_at + lifetime_seconds, tz=UTC)
+    )
+    lifetime_seconds = int(held_until.timestamp()) - issued_at
+    if lifetime_seconds < 1:
+        raise ScopeRefused(f"The grants behind these scopes of {principal.chitty_id} expire now")
     jti = secrets.token_urlsafe(JTI_BYTES)
     token = _sign(
         {
@@ -436,14 +485,22 @@ def record_refresh_reuse(refresh_token_value: str, *, client_address: str | None
     )
 
 
-def record_token_refusal(*, error: str, grant_type: str, client_id: str, client_address: str | None) -> None:
-    """Every refused token request (bad client, code, verifier, refresh token, scope, target) is audited."""
+def record_token_refusal(
+    *, error: str, grant_type: str, client_id: str, client_address: str | None, description: str = ""
+) -> None:
+    """Every refused token request (bad client, code, verifier, refresh token, scope, target) is audited,
+    with the reason it was given (which names a refused scope; descriptions never carry a secret)."""
     record(
         "oauth.token.refused",
         outcome=AuditEvent.Outcome.FAILURE,
         target=client_id[:255],
         client_address=client_address,
-        details={"error": error, "grant_type": grant_type[:100], "client_id": client_id[:255]},
+        details={
+            "error": error,
+            "description": description[:300],
+            "grant_type": grant_type[:100],
+            "client_id": client_id[:255],
+        },
     )
 
 
@@ -501,20 +558,21 @@ def create_service_client(
     caller: Caller, *, chitty_id: str, name: str = "", scopes: list[str] | None = None
 ) -> IssuedClient:
     """A confidential client-credentials client acting for `chitty_id` (`oauth_clients:manage`). Its tokens
-    never carry more than `scopes` (default `*`), and nobody gives it a scope they do not hold."""
+    never carry more than `scopes` (default `*`) nor than that identity's grants, and nobody gives it a
+    scope they do not hold."""
     authorize(caller, "oauth_clients:manage", target=chitty_id)
     allowed = _normalized(scopes or [WILDCARD])
     if len(allowed) > MAX_SCOPES:
         raise ValidationFailed(f"At most {MAX_SCOPES} scopes", code="INVALID_SCOPES")
-    refuse_escalation(
-        caller,
-        allowed,
-        for_self=caller.chitty_id == chitty_id,
-        action="oauth.client.register",
-        target=chitty_id,
-        minting="a client",
-    )
     identity = resolve_principal(chitty_id)
+    refuse_unheld_scopes(
+        caller,
+        identity,
+        allowed,
+        action="oauth.client.register",
+        minting="a client",
+        wildcard_defers_to_grants=True,
+    )
     secret = generate_client_secret()
     client = Client(
         name=name,

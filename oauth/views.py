@@ -35,11 +35,13 @@ def _client_address(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def _error_code(body: str) -> str:
+def _error_fields(body: str) -> tuple[str, str]:
+    """The `error` and `error_description` of an RFC 6749 §5.2 answer, for the audit record."""
     try:
-        return str(json.loads(body).get("error", ""))
+        answer = json.loads(body)
+        return str(answer.get("error", "")), str(answer.get("error_description", ""))
     except (ValueError, AttributeError):
-        return ""
+        return "", ""
 
 
 def _presented_client_id(request: HttpRequest) -> str:
@@ -96,6 +98,13 @@ class ConsentView(toolkit.AuthorizationView):
             services.check_authorization_request(
                 credentials.get("code_challenge_method"), request.GET.getlist("resource")
             )
+            scopes = services.authorization_scopes(
+                credentials["client_id"],
+                self.identity,
+                scopes,
+                named="scope" in request.GET,
+                client_address=_client_address(request),
+            )
         except services.OAuthRuleBroken as exc:
             error = errors.CustomOAuth2Error(
                 error=exc.oauth_error, description=exc.message, state=credentials.get("state")
@@ -111,6 +120,13 @@ class ConsentView(toolkit.AuthorizationView):
             with transaction.atomic():
                 services.check_authorization_request(
                     credentials.get("code_challenge_method"), credentials.get("resource") or []
+                )
+                services.authorization_scopes(
+                    credentials["client_id"],
+                    self.identity,
+                    scopes.split(),
+                    named=True,
+                    client_address=_client_address(request),
                 )
                 response = super().create_authorization_response(request, scopes, credentials, allow)
                 self._record_consent(request, scopes, credentials, allowed=True)
@@ -141,7 +157,7 @@ class ConsentView(toolkit.AuthorizationView):
     def get_context_data(self, **kwargs) -> dict:
         context = super().get_context_data(**kwargs)
         context["identity"] = self.identity
-        context["consent_scopes"] = services.consent_scopes(self.identity, kwargs.get("scopes", []))
+        context["consent_scopes"] = services.consent_scopes(kwargs.get("scopes", []))
         return context
 
 
@@ -153,8 +169,10 @@ class TokenView(toolkit.TokenView):
         url, headers, body, status = super().create_token_response(request)
         if status != 200:
             headers = {**ERROR_HEADERS, **headers}
+            error, description = _error_fields(body)
             services.record_token_refusal(
-                error=_error_code(body),
+                error=error,
+                description=description,
                 grant_type=request.POST.get("grant_type", ""),
                 client_id=_presented_client_id(request),
                 client_address=_client_address(request),
@@ -168,8 +186,10 @@ class RevokeView(toolkit.RevokeTokenView):
     def create_revocation_response(self, request: HttpRequest):
         url, headers, body, status = super().create_revocation_response(request)
         if status != 200:
+            error, description = _error_fields(body)
             services.record_token_refusal(
-                error=_error_code(body),
+                error=error,
+                description=description,
                 grant_type="revocation",
                 client_id=_presented_client_id(request),
                 client_address=_client_address(request),

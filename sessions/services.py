@@ -19,10 +19,9 @@ from audit.services import record
 from chittyauth_site.errors import Conflict, NotFound, ValidationFailed
 from chittyauth_site.memory_only import needs_io
 from grants.callers import Caller
-from grants.checks import authorize
+from grants.checks import authorize, authorized_principal
 from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
-from identities.selectors import get_identity
 from sessions.models import AuthSession
 
 logger = logging.getLogger(__name__)
@@ -180,10 +179,7 @@ def list_sessions(
     """Your own sessions freely; anyone's (or everyone's, with no `chitty_id`) with `sessions:read`."""
     sessions = AuthSession.objects.select_related("principal")
     if chitty_id:
-        identity = get_identity(chitty_id)
-        if not caller.is_principal(identity):
-            authorize(caller, "sessions:read", target=chitty_id)
-        sessions = sessions.filter(principal=identity)
+        sessions = sessions.filter(principal=authorized_principal(caller, "sessions:read", chitty_id))
     elif caller.is_exempt or (caller.identity is None):
         authorize(caller, "sessions:read")
     else:
@@ -221,9 +217,7 @@ def end_principal_sessions(
 ) -> int:
     """End all of a principal's sessions (all but the caller's current one with `keep_current`): your own
     freely, anyone's with `sessions:revoke`."""
-    principal = get_identity(chitty_id)
-    if not caller.is_principal(principal):
-        authorize(caller, "sessions:revoke", target=chitty_id)
+    principal = authorized_principal(caller, "sessions:revoke", chitty_id)
     return end_sessions_of_principal(
         principal,
         actor=caller.actor,

@@ -41,6 +41,23 @@ ALICE = "CHITTY-PEO-ALICE1-A"  # holds api_keys:generate and tokens:generate
 BOB = "CHITTY-PEO-BOB1-A"  # holds nothing
 SLOW = "CHITTY-PEO-SLOW1-A"  # holds nothing; a loopback authority can be told to answer for it slowly
 CAST = (ADMIN, ALICE, BOB, SLOW)
+GHOST = "CHITTY-PEO-GHOST1-A"  # well-formed, never registered
+
+# Tool calls aimed at another principal (`{id}`), each needing a permission BOB lacks: answered alike whether
+# or not the target is registered. Grant 1 is ADMIN's; no grant 999999 exists.
+AIMED_TOOL_CALLS = (
+    ("check_permission", {"chitty_id": "{id}", "permission": "audit:read"}, "permissions:check"),
+    (
+        "grant_authorization",
+        {"grantee_chitty_id": "{id}", "permission": "audit:read"},
+        "authorizations:grant",
+    ),
+    ("list_sessions", {"chitty_id": "{id}"}, "sessions:read"),
+    ("list_api_keys", {"chitty_id": "{id}"}, "api_keys:manage"),
+    ("generate_api_key", {"chitty_id": "{id}"}, "api_keys:manage"),
+    ("generate_jwt", {"chitty_id": "{id}"}, "tokens:manage"),
+)
+AIMED_GRANT_IDS = (1, 999_999)
 
 # Variables of the test process that must not leak into a live server's configuration.
 _NOT_INHERITED = {
@@ -271,3 +288,7 @@ def rest(server: LiveServer, method: str, path: str, key: str, body: dict | None
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
+
+
+def aimed_at(arguments: dict, chitty_id: str) -> dict:
+    return {name: value.replace("{id}", chitty_id) for name, value in arguments.items()}

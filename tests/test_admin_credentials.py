@@ -9,7 +9,7 @@ from django.test import Client
 from audit.models import AuditEvent
 from grants.callers import Caller
 from grants.models import Grant
-from grants.services import grant_permission
+from grants.services import grant_permission, revoke_grant
 from keys.models import ApiKey, SigningKey
 from keys.services import generate_api_key, verify_api_key
 from keys.signing_keys import active_signing_key
@@ -103,6 +103,17 @@ class TestApiKeyAdmin:
         actions = list(AuditEvent.objects.filter(actor="staff:root").values_list("action", flat=True))
         assert "api_key.revoke" in actions
         assert "api_key.rotate" in actions
+
+    def test_a_key_whose_scope_is_no_longer_held_is_not_rerolled(self, staff, alice):
+        issued = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["documents:read"])
+        revoke_grant(SYSTEM, Grant.objects.get(principal__chitty_id=ALICE).pk)
+        response = staff.post(f"/admin/keys/apikey/{issued.api_key.pk}/rotate/", {"overlap_seconds": "300"})
+        page = response.content.decode()
+        assert "SCOPE_EXCEEDS_GRANTS" in page and "documents:read" in page
+        assert not SECRET_RE.search(page)
+        assert ApiKey.objects.count() == 1 and verify_api_key(issued.secret).valid
+        event = AuditEvent.objects.get(action="api_key.rotate", outcome="denied")
+        assert (event.actor, event.details["scope"]) == ("staff:root", "documents:read")
 
     def test_keys_cannot_be_deleted_or_edited(self, staff, alice):
         issued = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["documents:read"])

@@ -15,6 +15,8 @@ from keys.services import generate_api_key, rotate_api_key, validate_api_key
 from keys.tokens import generate_jwt
 
 SYSTEM = Caller.system("tests")
+# A token minted for alice carries only what she holds, so the keys it mints name scopes within that.
+SCOPES = ["api_keys:validate"]
 
 
 @pytest.fixture
@@ -32,10 +34,12 @@ def short_lived_caller(alice) -> Caller:
 
 def test_a_key_minted_with_a_short_lived_token_expires_with_it(alice):
     caller = short_lived_caller(alice)
-    forever = generate_api_key(caller, chitty_id=alice.chitty_id)
-    later = generate_api_key(caller, chitty_id=alice.chitty_id, expires_at=timezone.now() + timedelta(days=9))
+    forever = generate_api_key(caller, chitty_id=alice.chitty_id, scopes=SCOPES)
+    later = generate_api_key(
+        caller, chitty_id=alice.chitty_id, scopes=SCOPES, expires_at=timezone.now() + timedelta(days=9)
+    )
     sooner_at = timezone.now() + timedelta(minutes=1)
-    sooner = generate_api_key(caller, chitty_id=alice.chitty_id, expires_at=sooner_at)
+    sooner = generate_api_key(caller, chitty_id=alice.chitty_id, scopes=SCOPES, expires_at=sooner_at)
     assert forever.api_key.expires_at == caller.expires_at
     assert later.api_key.expires_at == caller.expires_at
     assert sooner.api_key.expires_at == sooner_at
@@ -43,7 +47,7 @@ def test_a_key_minted_with_a_short_lived_token_expires_with_it(alice):
 
 
 def test_rotating_with_a_short_lived_token_does_not_make_a_key_that_outlives_it(alice):
-    forever = generate_api_key(SYSTEM, chitty_id=alice.chitty_id)
+    forever = generate_api_key(SYSTEM, chitty_id=alice.chitty_id, scopes=SCOPES)
     caller = short_lived_caller(alice)
     rotated = rotate_api_key(caller, forever.api_key.key_id)
     assert rotated.api_key.expires_at == caller.expires_at

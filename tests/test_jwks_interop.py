@@ -10,6 +10,7 @@ from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
+from grants.services import grant_permission
 from keys.signing_keys import rotate_signing_key
 from keys.tokens import generate_jwt
 
@@ -43,6 +44,7 @@ def test_a_minted_token_verifies_with_joserfc_from_the_served_jwks(
 ):
     settings.JWT_SIGNING_ALGORITHM = algorithm
     identity = make_identity()
+    grant_permission(system_caller, grantee_chitty_id=identity.chitty_id, permission="audit:read")
     issued = generate_jwt(system_caller, chitty_id=identity.chitty_id, scopes=["audit:read"])
 
     claims = verified_claims(issued.token, served_key_set(), algorithm, identity.chitty_id)

@@ -160,12 +160,12 @@ def test_hs256_round_trip_carries_every_claim(alice, caller_for):
     assert payload["sub"] == payload["chitty_id"] == alice.chitty_id
     assert payload["iat"] == payload["nbf"] and payload["exp"] - payload["iat"] == 3600
     assert payload["jti"] == issued.jti and len(base64.urlsafe_b64decode(issued.jti + "==")) >= 16
-    assert payload["scope"] == "*"
+    assert payload["scope"] == "tokens:generate"
 
     verification = verify_jwt(issued.token)
     assert verification.valid and verification.code == "VALID"
     assert verification.chitty_id == alice.chitty_id and verification.jti == issued.jti
-    assert verification.scopes == ("*",) and verification.identity == alice
+    assert verification.scopes == ("tokens:generate",) and verification.identity == alice
     assert verification.expires_at == issued.expires_at
     assert verification.as_dict()["expires_at"] == issued.expires_at.isoformat()
 
@@ -266,7 +266,8 @@ def test_injected_kid_is_unknown_and_never_reaches_a_query(kid, alice, asymmetri
 @pytest.mark.parametrize("algorithm", ["HS256", "EdDSA"])
 def test_tampered_payload_is_refused(algorithm, settings, alice, bob, caller_for):
     settings.JWT_SIGNING_ALGORITHM = algorithm
-    issued = generate_jwt(caller_for(alice, "tokens:generate"), chitty_id=alice.chitty_id, scopes=["read"])
+    minter = caller_for(alice, "tokens:generate", "*:read")
+    issued = generate_jwt(minter, chitty_id=alice.chitty_id, scopes=["read"])
     header, _, signature = issued.token.split(".")
     _, claims = split(issued.token)
     for forged in ({**claims, "scope": "*"}, {**claims, "sub": bob.chitty_id, "chitty_id": bob.chitty_id}):
@@ -532,6 +533,7 @@ def test_minting_for_someone_else_needs_tokens_manage(alice, bob, caller_for):
     with pytest.raises(PermissionDenied) as refused:
         generate_jwt(caller_for(alice, "tokens:generate"), chitty_id=bob.chitty_id)
     assert refused.value.extra["permission"] == "tokens:manage"
+    caller_for(bob, "audit:read")
     issued = generate_jwt(
         caller_for(alice, "tokens:manage", "audit:read"), chitty_id=bob.chitty_id, scopes=["audit:read"]
     )
@@ -539,9 +541,9 @@ def test_minting_for_someone_else_needs_tokens_manage(alice, bob, caller_for):
 
 
 def test_a_token_is_never_wider_than_the_credential_that_minted_it(alice, caller_for):
-    caller = caller_for(alice, "tokens:generate", scopes=("tokens:generate", "*:read"))
+    caller = caller_for(alice, "tokens:generate", "*:read", scopes=("tokens:generate", "*:read"))
     issued = generate_jwt(caller, chitty_id=alice.chitty_id)
-    assert issued.scopes == ("tokens:generate", "*:read")
+    assert issued.scopes == ("*:read", "tokens:generate")
     assert generate_jwt(caller, chitty_id=alice.chitty_id, scopes=["audit:read"]).scopes == ("audit:read",)
     with pytest.raises(PermissionDenied) as refused:
         generate_jwt(caller, chitty_id=alice.chitty_id, scopes=["audit:write"])
@@ -551,18 +553,21 @@ def test_a_token_is_never_wider_than_the_credential_that_minted_it(alice, caller
 
 def test_minting_for_another_needs_every_scope_in_your_grants(alice, bob, caller_for):
     caller = caller_for(alice, "tokens:manage", "audit:read")
+    caller_for(bob, "audit:read", "sessions:revoke")
     assert generate_jwt(caller, chitty_id=bob.chitty_id, scopes=["audit:read"]).scopes == ("audit:read",)
     with pytest.raises(PermissionDenied) as refused:
         generate_jwt(caller, chitty_id=bob.chitty_id, scopes=["sessions:revoke"])
     assert refused.value.code == "ESCALATION_REFUSED"
-    # The default (the caller's `*` scope) is wider than alice's grants, so it is refused too.
-    with pytest.raises(PermissionDenied):
-        generate_jwt(caller, chitty_id=bob.chitty_id)
+    # The default is what the credential, alice's grants and bob's grants all hold: not bob's sessions:revoke.
+    assert generate_jwt(caller, chitty_id=bob.chitty_id).scopes == ("audit:read",)
 
 
-def test_exempt_callers_mint_full_scope_by_default(alice, system_caller):
-    issued = generate_jwt(system_caller, chitty_id=alice.chitty_id)
-    assert issued.scopes == ("*",)
+def test_exempt_callers_mint_what_the_subject_holds_by_default(alice, system_caller, caller_for):
+    assert generate_jwt(system_caller, chitty_id=alice.chitty_id).scopes == ()
+    caller_for(alice, "audit:read", "docs:*")
+    assert generate_jwt(system_caller, chitty_id=alice.chitty_id).scopes == ("audit:read", "docs:*")
+    caller_for(alice, "*")
+    assert generate_jwt(system_caller, chitty_id=alice.chitty_id).scopes == ("*",)
 
 
 @pytest.mark.parametrize(("scopes", "code"), [([], "INVALID_SCOPE"), (["Not A Scope"], "INVALID_SCOPE")])

@@ -15,8 +15,12 @@ from mcp.shared.exceptions import MCPError
 
 from tests.mcp_live import (
     ADMIN,
+    AIMED_GRANT_IDS,
+    AIMED_TOOL_CALLS,
     ALICE,
     BOB,
+    GHOST,
+    aimed_at,
     base_env,
     daphne_server,
     rest,
@@ -113,6 +117,58 @@ def test_lists_and_calls_every_tool(live):
 
     session_id = anyio.run(scenario)
     assert session_row(server, keys, ADMIN, session_id)["channel"] == "mcp-http"
+
+
+def test_generate_jwt_refuses_scopes_the_principal_does_not_hold(live):
+    server, keys, _database_url = live
+
+    async def scenario():
+        async with mcp_client(server, keys[ALICE]["key"]) as client:
+            for scope in ("audit:read", "tokens:manage", "*"):
+                refused = await client.call_tool("generate_jwt", {"chitty_id": ALICE, "scopes": [scope]})
+                assert refused.is_error, text(refused)
+                assert refused.structured_content["error"]["code"] == "SCOPE_EXCEEDS_GRANTS"
+                assert text(refused).startswith("❌ SCOPE_EXCEEDS_GRANTS")
+            held = await client.call_tool("generate_jwt", {"chitty_id": ALICE})
+            assert text(held).startswith("✅ JWT Generated")
+            return held.structured_content["scopes"]
+
+    assert anyio.run(scenario) == ["api_keys:generate", "tokens:generate"]
+    query = f"/api/v1/audit/events?action=token.generate&outcome=denied&target={ALICE}"
+    status, body = rest(server, "GET", query, keys[ADMIN]["key"])
+    assert status == 200, body
+    assert {event["details"]["scope"] for event in body["events"]} == {"audit:read", "tokens:manage", "*"}
+
+
+def test_a_caller_without_permission_cannot_tell_registered_ids_from_unregistered(live):
+    server, keys, _database_url = live
+
+    async def scenario():
+        answers = []
+        async with mcp_client(server, keys[BOB]["key"]) as client:
+            for tool, arguments, permission in AIMED_TOOL_CALLS:
+                registered = await client.call_tool(tool, aimed_at(arguments, ALICE))
+                unregistered = await client.call_tool(tool, aimed_at(arguments, GHOST))
+                answers.append((tool, permission, registered, unregistered))
+            for grant_id in AIMED_GRANT_IDS:
+                revoked = await client.call_tool("revoke_authorization", {"grant_id": grant_id})
+                answers.append(("revoke_authorization", "authorizations:revoke", revoked, revoked))
+        return answers
+
+    answers = anyio.run(scenario)
+    for tool, permission, registered, unregistered in answers:
+        assert registered.is_error and unregistered.is_error, tool
+        assert registered.structured_content["error"]["code"] == "PERMISSION_DENIED", tool
+        assert registered.structured_content["error"]["permission"] == permission, tool
+        assert (text(registered), registered.structured_content) == (
+            text(unregistered),
+            unregistered.structured_content,
+        ), tool
+    first_grant, other_grant = answers[-2][2], answers[-1][2]
+    assert (text(first_grant), first_grant.structured_content) == (
+        text(other_grant),
+        other_grant.structured_content,
+    )
 
 
 def test_a_handshake_session_is_one_chittyauth_session_ended_by_delete(live):

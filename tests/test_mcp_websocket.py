@@ -13,9 +13,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.mcp_live import (
     ADMIN,
+    AIMED_GRANT_IDS,
+    AIMED_TOOL_CALLS,
     ALICE,
     BOB,
+    GHOST,
     SLOW,
+    aimed_at,
     authority_env,
     cast_authority,
     daphne_server,
@@ -113,6 +117,57 @@ def test_initialize_list_and_call_with_an_access_token(live):
             assert valid["isError"] is False
 
     run(scenario())
+
+
+def test_generate_jwt_refuses_scopes_the_principal_does_not_hold(live):
+    server, keys = live
+
+    async def scenario():
+        async with connect(server, keys[ALICE]["key"]) as ws:
+            await initialized(ws)
+            refusals = [
+                await call(ws, number, "generate_jwt", {"chitty_id": ALICE, "scopes": [scope]})
+                for number, scope in enumerate(("audit:read", "tokens:manage", "*"), start=1)
+            ]
+            held = await call(ws, 9, "generate_jwt", {"chitty_id": ALICE})
+            return refusals, held
+
+    refusals, held = run(scenario())
+    for refused in refusals:
+        assert refused["isError"] is True
+        assert refused["structuredContent"]["error"]["code"] == "SCOPE_EXCEEDS_GRANTS"
+    assert [refused["structuredContent"]["error"]["scope"] for refused in refusals] == [
+        "audit:read",
+        "tokens:manage",
+        "*",
+    ]
+    assert held["content"][0]["text"].startswith("✅ JWT Generated")
+    assert held["structuredContent"]["scopes"] == ["api_keys:generate", "tokens:generate"]
+
+
+def test_a_caller_without_permission_cannot_tell_registered_ids_from_unregistered(live):
+    server, keys = live
+
+    async def scenario():
+        ids = itertools.count(1)
+        pairs = []
+        async with connect(server, keys[BOB]["key"]) as ws:
+            await initialized(ws)
+            for tool, arguments, permission in AIMED_TOOL_CALLS:
+                registered = await call(ws, next(ids), tool, aimed_at(arguments, ALICE))
+                unregistered = await call(ws, next(ids), tool, aimed_at(arguments, GHOST))
+                pairs.append((permission, registered, unregistered))
+            grants = [
+                await call(ws, next(ids), "revoke_authorization", {"grant_id": n}) for n in AIMED_GRANT_IDS
+            ]
+            pairs.append(("authorizations:revoke", *grants))
+        return pairs
+
+    for permission, registered, unregistered in run(scenario()):
+        assert registered["isError"] is True
+        assert registered["structuredContent"]["error"]["code"] == "PERMISSION_DENIED"
+        assert registered["structuredContent"]["error"]["permission"] == permission
+        assert registered == unregistered
 
 
 def test_authorization_header_works_without_a_subprotocol(live):

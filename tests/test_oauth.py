@@ -10,21 +10,24 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 import pytest
 from django.conf import settings
 from django.test import Client as Browser
+from django.utils import timezone
 from oauth2_provider.models import AccessToken, Grant, RefreshToken
 from oauthlib.common import Request as OAuthlibRequest
 from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from chittyauth_site.errors import PermissionDenied
+from chittyauth_site.errors import PermissionDenied, ValidationFailed
 from grants.callers import Caller
-from grants.services import grant_permission
+from grants.models import Grant as GrantRecord
+from grants.services import grant_permission, revoke_grant
 from identities.services import suspend_identity
 from identities.staff_links import link_staff_user
 from keys.services import generate_api_key
@@ -224,6 +227,22 @@ class TestRegistration:
         event = AuditEvent.objects.get(action="oauth.client.register")
         assert (event.target, event.details["source"]) == (body["client_id"], "dcr")
 
+    def test_scopes_a_client_registers_with_widen_nothing(self, client, django_user_model, make_identity):
+        response = register(client, scope="* tokens:manage")
+        assert response.status_code == 201, response.content
+        client_id = response.json()["client_id"]
+        assert Client.objects.get(client_id=client_id).allowed_scopes == []
+        make_identity(OTHER)
+        grant(OTHER, "api_keys:generate")
+        user = django_user_model.objects.create_user("bob-staff", password=PASSWORD, is_staff=True)
+        link_staff_user(Caller.system("tests"), user, OTHER)
+        client.force_login(user)
+        refused = redirect_query(
+            client.get("/o/authorize/", authorization(client_id, pkce(), scope="tokens:manage"))
+        )
+        assert refused["error"] == "invalid_scope"
+        assert authorized_tokens(client, client_id, scope=None)["scope"] == "api_keys:generate"
+
     def test_a_confidential_client_gets_its_secret_once_and_only_its_hash_is_kept(self, client):
         response = register(client, token_endpoint_auth_method="client_secret_basic")
         secret = response.json()["client_secret"]
@@ -334,18 +353,45 @@ class TestAuthorizationCode:
         narrow = authorized_tokens(browser, public_client, scope="api_keys:generate")["access_token"]
         assert bearer(narrow).get("/api/v1/identities").status_code == 403
 
-    def test_scopes_beyond_the_grants_allow_nothing_more(self, client, django_user_model, make_identity):
+    def test_scopes_beyond_the_grants_are_refused_and_the_default_is_what_is_held(
+        self, client, django_user_model, make_identity
+    ):
         make_identity(OTHER)
         grant(OTHER, "api_keys:generate")
         user = django_user_model.objects.create_user("bob-staff", password=PASSWORD, is_staff=True)
         link_staff_user(Caller.system("tests"), user, OTHER)
         client_id = register(client).json()["client_id"]
         client.force_login(user)
-        page = client.get("/o/authorize/", authorization(client_id, pkce(), scope="* identities:read"))
-        held = {row.scope: row.held for row in page.context["consent_scopes"]}
-        assert held == {"*": False, "identities:read": False}
-        token = authorized_tokens(client, client_id, scope="*")["access_token"]
-        assert bearer(token).get("/api/v1/identities").status_code == 403
+        for scope in ("* identities:read", "audit:read", "api_keys:*"):
+            refused = redirect_query(
+                client.get("/o/authorize/", authorization(client_id, pkce(), scope=scope))
+            )
+            assert refused["error"] == "invalid_scope", scope
+            assert "holds no grant covering the scope" in refused["error_description"]
+        assert AuditEvent.objects.filter(action="oauth.authorize", outcome="denied").count() == 3
+
+        page = client.get("/o/authorize/", authorization(client_id, pkce(), scope=None))
+        assert [row.scope for row in page.context["consent_scopes"]] == ["api_keys:generate"]
+        tokens = authorized_tokens(client, client_id, scope=None)
+        assert claims_of(tokens["access_token"])["scope"] == tokens["scope"] == "api_keys:generate"
+
+    def test_a_consent_form_tampered_to_ask_for_more_is_refused(
+        self, client, django_user_model, make_identity
+    ):
+        make_identity(OTHER)
+        grant(OTHER, "api_keys:generate")
+        user = django_user_model.objects.create_user("bob-staff", password=PASSWORD, is_staff=True)
+        link_staff_user(Caller.system("tests"), user, OTHER)
+        client_id = register(client).json()["client_id"]
+        client.force_login(user)
+        query = authorization(client_id, pkce(), scope="api_keys:generate")
+        page = client.get("/o/authorize/", query)
+        form = {field.name: field.value() or "" for field in page.context["form"] if field.is_hidden}
+        answer = redirect_query(
+            client.post(f"/o/authorize/?{urlencode(query)}", {**form, "scope": "*", "allow": "Authorize"})
+        )
+        assert answer["error"] == "invalid_scope" and "code" not in answer
+        assert not Grant.objects.exists()
 
     def test_anonymous_people_are_sent_to_the_admin_login(self, client, public_client):
         response = client.get("/o/authorize/", authorization(public_client, pkce()))
@@ -466,6 +512,52 @@ class TestClientCredentials:
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_scope"
 
+    def test_a_client_gets_only_what_its_identity_holds(self, client, make_identity):
+        make_identity(OTHER)
+        grant(OTHER, "tokens:validate")
+        grant(OTHER, "audit:read")
+        issued = create_service_client(Caller.system("tests"), chitty_id=OTHER, name="wide", scopes=["*"])
+        service = (issued.client.client_id, issued.client_secret)
+        default = client_credentials(client, service)
+        assert default.status_code == 200, default.content
+        assert default.json()["scope"] == "audit:read tokens:validate"
+        assert claims_of(default.json()["access_token"])["scope"] == "audit:read tokens:validate"
+        for scope in ("*", "tokens:manage", "audit:*"):
+            refused = client_credentials(client, service, scope=scope)
+            assert (refused.status_code, refused.json()["error"]) == (400, "invalid_scope"), scope
+        refusals = AuditEvent.objects.filter(action="oauth.token.refused").order_by("sequence")
+        assert [event.details["error"] for event in refusals] == ["invalid_scope"] * 3
+        assert [event.details["description"].rsplit(" ", 1)[-1] for event in refusals] == [
+            "*",
+            "tokens:manage",
+            "audit:*",
+        ]
+
+    def test_a_token_expires_with_the_grants_behind_its_scopes(self, client, make_identity):
+        make_identity(OTHER)
+        soon = timezone.now() + timedelta(minutes=5)
+        grant_permission(
+            Caller.system("tests"), grantee_chitty_id=OTHER, permission="audit:read", expires_at=soon
+        )
+        issued = create_service_client(Caller.system("tests"), chitty_id=OTHER, scopes=["audit:read"])
+        body = client_credentials(client, (issued.client.client_id, issued.client_secret)).json()
+        assert claims_of(body["access_token"])["exp"] == int(soon.timestamp())
+        assert body["expires_in"] <= 300
+
+    def test_no_client_is_given_a_scope_its_identity_does_not_hold(self, make_identity):
+        make_identity(OTHER)
+        grant(OTHER, "tokens:validate")
+        with pytest.raises(ValidationFailed) as refused:
+            create_service_client(
+                Caller.system("tests"), chitty_id=OTHER, scopes=["tokens:validate", "audit:read"]
+            )
+        assert (refused.value.code, refused.value.extra["scope"]) == ("SCOPE_EXCEEDS_GRANTS", "audit:read")
+        assert (
+            AuditEvent.objects.get(action="oauth.client.register", outcome="denied").details["scope"]
+            == "audit:read"
+        )
+        assert not Client.objects.exists()
+
     def test_a_wrong_secret_is_invalid_client_and_audited(self, client, service):
         response = client_credentials(client, (service[0], "not-the-secret"))
         assert response.status_code == 401
@@ -544,6 +636,34 @@ class TestRefresh:
         )
         assert narrower.status_code == 200, narrower.content
         assert claims_of(narrower.json()["access_token"])["scope"] == "*:read"
+
+    def test_a_refresh_after_a_grant_is_revoked_cannot_keep_the_scope(
+        self, client, django_user_model, make_identity
+    ):
+        make_identity(OTHER)
+        grant(OTHER, "api_keys:generate")
+        grant(OTHER, "audit:read")
+        user = django_user_model.objects.create_user("bob-staff", password=PASSWORD, is_staff=True)
+        link_staff_user(Caller.system("tests"), user, OTHER)
+        client_id = register(client).json()["client_id"]
+        client.force_login(user)
+        tokens = authorized_tokens(client, client_id, scope="audit:read api_keys:generate")
+        audit_grant = GrantRecord.objects.get(principal__chitty_id=OTHER, permission="audit:read")
+        revoke_grant(Caller.system("tests"), audit_grant.pk)
+        refused = refresh(client, client_id, tokens["refresh_token"])
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_scope")
+        assert "audit:read" in refused.json()["error_description"]
+        narrowed = client.post(
+            "/o/token/",
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": tokens["refresh_token"],
+                "client_id": client_id,
+                "scope": "api_keys:generate",
+            },
+        )
+        assert narrowed.status_code == 200, narrowed.content
+        assert claims_of(narrowed.json()["access_token"])["scope"] == "api_keys:generate"
 
     def test_a_reused_refresh_token_revokes_the_whole_family(self, browser, public_client):
         first = authorized_tokens(browser, public_client)
@@ -737,6 +857,18 @@ class TestAdminAndStorage:
         stored = Client.objects.get(pk=issued.client.pk)
         assert stored.client_secret.startswith("chittyauth_client_sha256$")
         assert client_credentials(client, (stored.client_id, issued.client_secret)).status_code == 200
+
+    def test_the_admin_gives_no_client_a_scope_its_identity_does_not_hold(
+        self, superuser_browser, make_identity
+    ):
+        make_identity(SERVICE)
+        grant(SERVICE, "tokens:validate")
+        page = superuser_browser.post(
+            "/admin/oauth/client/add/", {"chitty_id": SERVICE, "name": "wide", "scopes_text": "audit:read"}
+        )
+        assert page.status_code == 200
+        assert "SCOPE_EXCEEDS_GRANTS" in page.content.decode()
+        assert not Client.objects.exists()
 
     def test_revoking_your_own_service_client_needs_no_permission(self, service):
         owner = Client.objects.get(client_id=service[0])
