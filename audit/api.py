@@ -7,7 +7,8 @@ from rest_framework.views import APIView
 
 from audit.selectors import list_events
 from audit.serializers import AuditEventSerializer, AuditQuerySerializer
-from chittyauth_site.rest import validated
+from grants.checks import authorize
+from kernel.rest import validated
 
 
 class AuditEventListView(APIView):
@@ -15,5 +16,6 @@ class AuditEventListView(APIView):
     def get(self, request: Request) -> Response:
         query = validated(AuditQuerySerializer, request.query_params)
         limit = query.pop("limit")
-        events = list_events(request.auth, **query)[:limit]
+        authorize(request.auth, "audit:read")
+        events = list_events(**query)[:limit]
         return Response({"events": AuditEventSerializer(events, many=True).data})

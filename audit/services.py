@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.masking import mask_secret_string, mask_secrets
 from audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
-from chittyauth_site.memory_only import needs_io
+from kernel.memory_only import needs_io
 
 
 def canonical_event_json(

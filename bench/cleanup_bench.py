@@ -197,8 +197,8 @@ def probe_hot_path(secret: str, stop, results) -> None:
     """Validate a key and check a permission in a loop, each uncached, recording (wall time, µs, µs)."""
     django.setup()
     from grants.checks import check_permission
-    from identities.invalidation import bump_epoch
     from identities.models import Identity
+    from kernel.security_epoch import bump_epoch
     from keys.services import verify_api_key
 
     identity = Identity.objects.get(chitty_id=PROBE_PRINCIPAL)
@@ -259,8 +259,8 @@ class Run:
 def measure(size: int, data_principal_pk: int, secret: str) -> Run:
     from django.db import connection
 
-    from grants.callers import Caller
     from jobs import services
+    from kernel.callers import Caller
 
     print(f"[cleanup bench] loading {size:,} rows", flush=True)
     expected = load_backlog(size, data_principal_pk)
@@ -310,9 +310,9 @@ def measure(size: int, data_principal_pk: int, secret: str) -> Run:
 
 def make_principals() -> tuple[int, str]:
     """The principal whose rows are cleaned, and the probe's key (its principal holds `api_keys:generate`)."""
-    from grants.callers import Caller
     from grants.services import grant_permission
     from identities.models import Identity
+    from kernel.callers import Caller
     from keys.services import generate_api_key
 
     system = Caller.system("cleanup-bench")

@@ -22,12 +22,12 @@ from rest_framework_api_key.models import APIKey
 from rest_framework_simplejwt.tokens import AccessToken
 
 from bench.harness import Ratio, interleaved, interleaved_cold, median
-from grants.callers import Caller
 from grants.checks import check_permission
 from grants.models import Grant
-from identities.invalidation import bump_now
 from identities.models import Identity
 from identities.services import register_identity
+from kernel.callers import Caller
+from kernel.security_epoch import bump_now
 from keys import services as key_services
 from keys.models import RevokedToken
 from keys.services import generate_api_key, verify_api_key

@@ -229,9 +229,9 @@ def seed_validation_cast(
     from django.core.cache import cache
     from django.core.management import call_command
 
-    from grants.callers import Caller
     from grants.services import grant_permission
     from identities.services import register_identity
+    from kernel.callers import Caller
     from keys.services import generate_api_key
 
     call_command("migrate", interactive=False, verbosity=0)

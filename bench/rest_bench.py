@@ -151,7 +151,7 @@ def report(
         f"One daphne process, `wrk -t1 -c{args.connections} -d{args.seconds}s` per run, {args.rounds} rounds "
         "with the endpoint order rotated; requests per second, median (range over rounds). "
         "Ratios are taken within each round. Once warm, keys/validate is answered by the REST fast path "
-        "(`chittyauth_site/rest_fast_path.py`, before Django's request machinery); the no-op and HasAPIKey "
+        "(`keys/fast_path.py`, before Django's request machinery); the no-op and HasAPIKey "
         "endpoints go through Django's full stack.",
     ]
     for backend_name, throughput in results.items():

@@ -10,8 +10,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chittyauth_site.settings")
 
 django_asgi_app = get_asgi_application()
 
-from chittyauth_site.graceful_shutdown import with_request_draining  # noqa: E402
-from chittyauth_site.rest_fast_path import with_rest_fast_path  # noqa: E402 - needs the apps loaded first
+from kernel.graceful_shutdown import with_request_draining  # noqa: E402
+from keys.fast_path import with_rest_fast_path  # noqa: E402 - needs the apps loaded first
 from mcp_endpoint.http import with_mcp_http  # noqa: E402
 from mcp_endpoint.routing import websocket_application  # noqa: E402
 

@@ -76,7 +76,7 @@ ALLOWED_HOSTS = _env_list(
 
 INSTALLED_APPS = [
     "daphne",
-    "chittyauth_site.admin_site.AdminConsoleConfig",
+    "console.apps.AdminConsoleConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -224,13 +224,13 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.BearerCredentialAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["chittyauth_site.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "chittyauth_site.errors.rest_exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["kernel.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "kernel.errors.rest_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 # Warm POST /api/v1/keys/validate and /api/v1/tokens/validate answered without Django's request machinery
-# (chittyauth_site/rest_fast_path.py); off sends every request through Django.
+# (keys/fast_path.py); off sends every request through Django.
 REST_FAST_PATH = _env_bool("REST_FAST_PATH", True)
 SPECTACULAR_SETTINGS = {
     "TITLE": "ChittyAuth API",

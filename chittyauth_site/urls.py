@@ -60,5 +60,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler404 = "chittyauth_site.errors.json_not_found"
-handler500 = "chittyauth_site.errors.json_server_error"
+handler404 = "kernel.errors.json_not_found"
+handler500 = "kernel.errors.json_server_error"

@@ -6,11 +6,11 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from chittyauth_site.errors import ServiceError
 from grants import services
 from grants.models import Grant
 from grants.permissions import KNOWN_PERMISSIONS
 from identities.admin import PrincipalFilter, staff_caller
+from kernel.errors import ServiceError
 
 
 class PermissionPickerWidget(forms.TextInput):

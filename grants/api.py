@@ -6,7 +6,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chittyauth_site.rest import validated
 from grants import services
 from grants.serializers import (
     GrantListQuerySerializer,
@@ -15,6 +14,7 @@ from grants.serializers import (
     PermissionCheckSerializer,
     decision_as_dict,
 )
+from kernel.rest import validated
 
 
 class GrantListView(APIView):

@@ -13,15 +13,15 @@ from datetime import datetime
 from django.utils import timezone
 
 from audit.services import record
-from chittyauth_site.errors import PermissionDenied, ValidationFailed
-from chittyauth_site.memory_only import needs_io
-from grants.callers import Caller
 from grants.models import Grant
 from grants.permissions import WILDCARD, covers, intersection, widest
 from identities.chitty_ids import parse_chitty_id
-from identities.invalidation import current_epoch
 from identities.models import Identity
 from identities.selectors import get_identity
+from kernel.callers import Caller
+from kernel.errors import PermissionDenied, ValidationFailed
+from kernel.memory_only import needs_io
+from kernel.security_epoch import current_epoch
 
 MAX_CACHED_PRINCIPALS = 10_000
 MAX_CACHED_DECISIONS = 256

@@ -6,7 +6,7 @@ A bare word used as a credential scope (the seed's `read`, `write`) means that a
 
 import re
 
-from chittyauth_site.errors import ValidationFailed
+from kernel.errors import ValidationFailed
 
 WILDCARD = "*"
 _PART = r"(?:\*|[a-z][a-z0-9_.-]{0,63})"

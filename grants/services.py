@@ -9,14 +9,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
-from chittyauth_site.errors import NotFound, PermissionDenied, ValidationFailed
-from grants.callers import Caller
 from grants.checks import Decision, authorize, authorized_principal, caller_covers, check_permission
 from grants.models import Grant
 from grants.permissions import WILDCARD, parse_pattern
 from identities.chitty_ids import parse_chitty_id
-from identities.invalidation import bump_epoch
 from identities.selectors import get_identity
+from kernel.callers import Caller
+from kernel.errors import NotFound, PermissionDenied, ValidationFailed
+from kernel.security_epoch import bump_epoch
 
 
 def grant_permission(

@@ -9,11 +9,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
-from chittyauth_site.errors import ServiceError
-from grants.callers import Caller
 from identities import services, staff_links
 from identities.models import Identity, StaffLink
 from identities.selectors import suspension_cascade
+from kernel.callers import Caller
+from kernel.errors import ServiceError
 
 
 def staff_caller(request: HttpRequest) -> Caller:

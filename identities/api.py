@@ -6,7 +6,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chittyauth_site.rest import validated
 from identities import services
 from identities.serializers import (
     IdentityListQuerySerializer,
@@ -14,6 +13,7 @@ from identities.serializers import (
     RegisterIdentitySerializer,
     StatusChangeSerializer,
 )
+from kernel.rest import validated
 
 
 class IdentityListView(APIView):

@@ -15,7 +15,7 @@ import httpx
 from django.conf import settings
 from django.core.cache import cache
 
-from chittyauth_site.errors import AuthorityUnavailable
+from kernel.errors import AuthorityUnavailable
 
 logger = logging.getLogger(__name__)
 

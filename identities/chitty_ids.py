@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from chittyauth_site.errors import ValidationFailed
+from kernel.errors import ValidationFailed
 
 ENTITY_TYPES = ("PEO", "PLACE", "PROP", "EVNT", "AUTH", "INFO", "FACT", "CONTEXT", "ACTOR")
 # The canonical form's one-letter type, mapped onto the seed's type names.

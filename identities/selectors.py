@@ -4,9 +4,9 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from chittyauth_site.errors import NotFound
 from identities.chitty_ids import parse_chitty_id
 from identities.models import Identity
+from kernel.errors import NotFound
 
 
 def get_identity(chitty_id: str) -> Identity:

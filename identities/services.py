@@ -4,15 +4,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import record
-from chittyauth_site.errors import Conflict, ValidationFailed
-from grants.callers import Caller
 from grants.checks import authorize, authorized_principal
 from identities import authority
 from identities.chitty_ids import parse_chitty_id
-from identities.invalidation import bump_epoch
 from identities.models import Identity
 from identities.selectors import get_identity
-from sessions.services import end_sessions_of_principal
+from identities.signals import identity_deactivated
+from kernel.callers import Caller
+from kernel.errors import Conflict, ValidationFailed
+from kernel.security_epoch import bump_epoch
 
 
 def register_identity(caller: Caller, chitty_id: str, *, display_name: str = "") -> Identity:
@@ -68,8 +68,8 @@ def resolve_principal(chitty_id: str) -> Identity:
 
 
 def change_status(caller: Caller, identity: Identity, status: str, *, reason: str = "") -> Identity:
-    """Suspend, revoke or reactivate (`identities:manage`). Leaving `active` stops every credential and
-    session of the identity."""
+    """Suspend, revoke or reactivate (`identities:manage`). Leaving `active` stops every credential at once
+    (the epoch) and is announced as `identity_deactivated`, on which its sessions end in this transaction."""
     authorize(caller, "identities:manage", target=identity.chitty_id)
     if status not in Identity.Status.values:
         raise ValidationFailed(f"Unknown status {status!r}", code="INVALID_STATUS")
@@ -92,8 +92,9 @@ def change_status(caller: Caller, identity: Identity, status: str, *, reason: st
             details={"from": previous, "to": status, "reason": reason},
         )
         if status != Identity.Status.ACTIVE:
-            end_sessions_of_principal(
-                identity,
+            identity_deactivated.send(
+                Identity,
+                identity=identity,
                 actor=caller.actor,
                 reason=reason or f"identity {status}",
                 client_address=caller.client_address,

@@ -9,10 +9,10 @@ from django.db import IntegrityError, transaction
 
 from audit.models import AuditEvent
 from audit.services import record
-from chittyauth_site.errors import Conflict, PermissionDenied, ValidationFailed
-from grants.callers import Caller
 from identities.models import Identity, StaffLink
 from identities.selectors import get_identity
+from kernel.callers import Caller
+from kernel.errors import Conflict, PermissionDenied, ValidationFailed
 
 
 def linked_identity(user: AbstractBaseUser) -> Identity | None:

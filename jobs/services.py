@@ -21,16 +21,16 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import record
-from chittyauth_site.errors import AuthorityUnavailable, Conflict
-from grants.callers import Caller
 from grants.checks import authorize
 from grants.models import Grant
 from identities import authority
 from identities.authority import AuthorityAnswer
-from identities.invalidation import bump_epoch
 from identities.models import Identity
 from identities.services import suspend_identity
 from jobs.models import JobRun
+from kernel.callers import Caller
+from kernel.errors import AuthorityUnavailable, Conflict
+from kernel.security_epoch import bump_epoch
 from keys.models import ApiKey, RevokedToken
 from sessions.models import AuthSession
 from sessions.services import close_live_connections

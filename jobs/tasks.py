@@ -7,10 +7,10 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from grants.callers import Caller
 from jobs.schedules import CLEANUP_TASK, REVALIDATE_TASK
 from jobs.services import revalidate_identities as revalidate_identities_service
 from jobs.services import run_cleanup
+from kernel.callers import Caller
 
 RETRYABLE_ERRORS = (
     OperationalError,

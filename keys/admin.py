@@ -10,9 +10,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from chittyauth_site.errors import ServiceError
 from grants.forms import ScopeListField
 from identities.admin import PrincipalFilter, staff_caller
+from kernel.errors import ServiceError
 from keys import services, signing_keys
 from keys.models import ApiKey, RevokedToken, SigningKey
 

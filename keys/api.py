@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chittyauth_site.rest import AnswerView, validated
-from grants.callers import Caller
+from kernel.callers import Caller
+from kernel.rest import AnswerView, validated
 from keys import services, tokens
 from keys.serializers import (
     ApiKeySerializer,

@@ -5,3 +5,8 @@ class KeysConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "keys"
     verbose_name = "Keys and tokens"
+
+    def ready(self) -> None:
+        from keys import handlers
+
+        handlers.connect()

@@ -7,7 +7,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
-from grants.callers import Caller
+from kernel.callers import Caller
 from keys.credentials import CredentialRejected, authenticate_authorization_header
 from sessions.models import AuthSession
 from sessions.services import touch_credential_session

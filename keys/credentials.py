@@ -4,8 +4,8 @@ both MCP transports, stdio — authenticates through `authenticate_bearer`, so t
 from typing import NoReturn
 
 from audit.services import record
-from chittyauth_site.errors import ServiceError
-from grants.callers import Caller
+from kernel.callers import Caller
+from kernel.errors import ServiceError
 from keys.services import verify_api_key
 from keys.tokens import verify_jwt
 

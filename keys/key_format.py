@@ -12,7 +12,7 @@ import secrets
 import zlib
 from dataclasses import dataclass, field
 
-from chittyauth_site.errors import ValidationFailed
+from kernel.errors import ValidationFailed
 
 BASE62_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY_PREFIX = "chitty_"

@@ -26,15 +26,15 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import record
-from chittyauth_site.errors import Conflict, NotFound, ValidationFailed
-from chittyauth_site.memory_only import needs_io, when_answered
-from grants.callers import Caller
 from grants.checks import authorize, authorized_principal, refuse_unheld_scopes
 from grants.permissions import WILDCARD, normalize_scope
 from identities.chitty_ids import parse_chitty_id
-from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
 from identities.services import resolve_principal
+from kernel.callers import Caller
+from kernel.errors import Conflict, NotFound, ValidationFailed
+from kernel.memory_only import needs_io, when_answered
+from kernel.security_epoch import bump_epoch, current_epoch
 from keys.key_format import (
     ENVIRONMENTS,
     InvalidApiKey,

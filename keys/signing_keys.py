@@ -28,11 +28,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import record
-from chittyauth_site.errors import Conflict, ServiceError, ValidationFailed
-from chittyauth_site.memory_only import needs_io
-from grants.callers import Caller
 from grants.checks import authorize
-from identities.invalidation import bump_epoch, current_epoch
+from kernel.callers import Caller
+from kernel.errors import Conflict, ServiceError, ValidationFailed
+from kernel.memory_only import needs_io
+from kernel.security_epoch import bump_epoch, current_epoch
 from keys.models import SigningKey
 
 logger = logging.getLogger(__name__)

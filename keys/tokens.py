@@ -27,14 +27,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
-from chittyauth_site.errors import ValidationFailed
-from chittyauth_site.memory_only import needs_io
-from grants.callers import Caller
 from grants.checks import authorize, bounded_by_grants, caller_may, held_scopes, refuse_unheld_scopes
 from grants.permissions import WILDCARD, normalize_scope
-from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
 from identities.services import resolve_principal
+from kernel.callers import Caller
+from kernel.errors import ValidationFailed
+from kernel.memory_only import needs_io
+from kernel.security_epoch import bump_epoch, current_epoch
 from keys.jwt_decoder import DECODER
 from keys.models import RevokedToken
 from keys.signing_keys import (

@@ -22,10 +22,10 @@ from typing import Protocol
 
 from django.utils import timezone
 
-from chittyauth_site.errors import ServiceError
-from chittyauth_site.memory_only import needs_io
-from grants.callers import Caller
-from identities.invalidation import current_epoch
+from kernel.callers import Caller
+from kernel.errors import ServiceError
+from kernel.memory_only import needs_io
+from kernel.security_epoch import current_epoch
 from keys.credentials import authenticate_bearer
 from sessions.models import AuthSession
 from sessions.services import (

@@ -37,9 +37,9 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from chittyauth_site.errors import ServiceError
-from chittyauth_site.graceful_shutdown import before_server_shutdown
-from chittyauth_site.memory_only import NeedsIO, answering_from_memory
+from kernel.errors import ServiceError
+from kernel.graceful_shutdown import before_server_shutdown
+from kernel.memory_only import NeedsIO, answering_from_memory
 from keys.credentials import CredentialRejected
 from mcp_endpoint.connections import LiveConnection, SessionEnded
 from mcp_endpoint.server import current_caller_source, jsonrpc_error, mcp_server, not_a_message, run_in_worker

@@ -39,12 +39,12 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chittyauth_site.errors import ServiceError
-from chittyauth_site.graceful_shutdown import before_server_shutdown
-from grants.callers import Caller
+from kernel.callers import Caller
+from kernel.errors import ServiceError
+from kernel.graceful_shutdown import before_server_shutdown
+from kernel.origins import host_allowed, origin_allowed
 from keys.credentials import CredentialRejected, authenticate_bearer
 from mcp_endpoint.connections import ConnectionSession, FixedCaller, SessionEnded
-from mcp_endpoint.origins import host_allowed, origin_allowed
 from mcp_endpoint.server import current_caller_source, mcp_server, run_in_worker
 from oauth.services import supported_scopes
 from sessions.models import AuthSession

@@ -3,8 +3,8 @@
 from channels.routing import URLRouter
 from django.urls import path
 
+from kernel.origins import BrowserOriginValidator
 from mcp_endpoint.consumers import McpWebSocketConsumer
-from mcp_endpoint.origins import BrowserOriginValidator
 
 websocket_urlpatterns = [path("mcp/ws", McpWebSocketConsumer.as_asgi())]
 

@@ -30,8 +30,8 @@ from mcp.server import Server
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.shared.exceptions import MCPError
 
-from chittyauth_site.errors import ServiceError
-from chittyauth_site.memory_only import NeedsIO, answering_from_memory
+from kernel.errors import ServiceError
+from kernel.memory_only import NeedsIO, answering_from_memory
 from mcp_endpoint import tools
 from mcp_endpoint.connections import CallerSource
 

@@ -20,12 +20,12 @@ import fastjsonschema
 from django.utils.dateparse import parse_datetime
 from jsonschema import Draft202012Validator, ValidationError
 
-from chittyauth_site.errors import ServiceError, ValidationFailed, error_body
-from chittyauth_site.memory_only import NeedsIO
 from grants import services as grant_services
-from grants.callers import Caller
 from grants.serializers import GrantSerializer, decision_as_dict
 from identities.serializers import IdentitySerializer
+from kernel.callers import Caller
+from kernel.errors import ServiceError, ValidationFailed, error_body
+from kernel.memory_only import NeedsIO
 from keys import services as key_services
 from keys import tokens
 from keys.serializers import ApiKeySerializer, issued_key_as_dict, issued_token_as_dict

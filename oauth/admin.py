@@ -8,9 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from chittyauth_site.errors import ServiceError
 from grants.forms import ScopeListField
 from identities.admin import staff_caller
+from kernel.errors import ServiceError
 from oauth import services
 from oauth.models import Client
 

@@ -30,13 +30,13 @@ from oauth2_provider.oauth2_validators import validate_resource_as_url_prefix
 
 from audit.models import AuditEvent
 from audit.services import record
-from chittyauth_site.errors import PermissionDenied, ValidationFailed
-from grants.callers import Caller
 from grants.checks import authorize, bounded_by_grants, caller_may, held_scopes, refuse_unheld_scopes
 from grants.permissions import KNOWN_PERMISSIONS, WILDCARD, covers, normalize_scope
 from identities.models import Identity
 from identities.services import resolve_principal
 from identities.staff_links import linked_identity
+from kernel.callers import Caller
+from kernel.errors import PermissionDenied, ValidationFailed
 from keys import tokens as jwt_tokens
 from keys.credentials import authenticate_authorization_header
 from keys.models import RevokedToken

@@ -4,7 +4,7 @@ from django.db import transaction
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors, utils
 
-from chittyauth_site.errors import AuthorityUnavailable, ServiceError
+from kernel.errors import AuthorityUnavailable, ServiceError
 from oauth import services
 
 

@@ -23,7 +23,7 @@ from oauthlib.common import Request as OAuthlibRequest
 from oauthlib.common import urlencode
 from oauthlib.oauth2.rfc6749 import errors
 
-from chittyauth_site.errors import PermissionDenied, ServiceError
+from kernel.errors import PermissionDenied, ServiceError
 from keys.credentials import CredentialRejected
 from oauth import services
 

@@ -4,8 +4,8 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils import timezone
 
-from chittyauth_site.errors import ServiceError
 from identities.admin import PrincipalFilter, staff_caller
+from kernel.errors import ServiceError
 from sessions import services
 from sessions.models import AuthSession
 

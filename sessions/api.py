@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chittyauth_site.rest import validated
+from kernel.rest import validated
 from sessions import services
 from sessions.serializers import (
     EndAllSessionsSerializer,

@@ -8,3 +8,8 @@ class AuthSessionsConfig(AppConfig):
     name = "sessions"
     label = "auth_sessions"
     verbose_name = "Sessions"
+
+    def ready(self) -> None:
+        from sessions import handlers
+
+        handlers.connect()

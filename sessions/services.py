@@ -16,13 +16,14 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.services import record
-from chittyauth_site.errors import Conflict, NotFound, ValidationFailed
-from chittyauth_site.memory_only import needs_io
-from grants.callers import Caller
 from grants.checks import authorize, authorized_principal
-from identities.invalidation import bump_epoch, current_epoch
 from identities.models import Identity
+from kernel.callers import Caller
+from kernel.errors import Conflict, NotFound, ValidationFailed
+from kernel.memory_only import needs_io
+from kernel.security_epoch import bump_epoch, current_epoch
 from sessions.models import AuthSession
+from sessions.signals import jwt_session_ended
 
 logger = logging.getLogger(__name__)
 
@@ -259,18 +260,21 @@ def end_sessions_of_credential(credential_id: str, *, actor: str, reason: str) -
 
 
 def _end(sessions: list[AuthSession], *, actor: str, reason: str, client_address: str | None = None) -> None:
-    """End sessions in the caller's transaction; revoke JWT sessions' tokens; close live connections after commit."""
+    """End sessions in the caller's transaction (announcing each JWT session, whose token `keys` revokes);
+    close live connections after commit."""
     if not sessions:
         return
-    from keys.tokens import revoke_jti_for_session
-
     now = timezone.now()
     with transaction.atomic():
         for session in sessions:
             session.ended_at, session.end_reason, session.ended_by = now, reason[:255], actor
             if session.credential_type == AuthSession.CredentialType.JWT:
-                revoke_jti_for_session(
-                    session.credential_id, session.principal.chitty_id, actor=actor, reason=reason
+                jwt_session_ended.send(
+                    AuthSession,
+                    jti=session.credential_id,
+                    chitty_id=session.principal.chitty_id,
+                    actor=actor,
+                    reason=reason,
                 )
             record(
                 "session.end",

@@ -8,9 +8,9 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 
-from grants.callers import Caller
-from identities.invalidation import bump_now
 from identities.models import Identity
+from kernel.callers import Caller
+from kernel.security_epoch import bump_now
 from tests.chittyid_authority_server import ChittyIDAuthorityServer
 
 IN_CI = os.environ.get("CI") == "true"

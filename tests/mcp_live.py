@@ -72,7 +72,7 @@ _NOT_INHERITED = {
 
 _SEED = f"""
 import json
-from grants.callers import Caller
+from kernel.callers import Caller
 from grants.services import grant_permission
 from identities.services import register_identity
 from keys.services import generate_api_key

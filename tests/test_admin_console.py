@@ -13,13 +13,13 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import record, verify_chain
-from chittyauth_site.errors import PermissionDenied
-from grants.callers import Caller
 from grants.models import Grant
 from grants.services import grant_permission
 from identities.admin import staff_caller
 from identities.models import Identity, StaffLink
 from identities.staff_links import link_staff_user
+from kernel.callers import Caller
+from kernel.errors import PermissionDenied
 from keys.models import ApiKey
 from keys.services import generate_api_key, verify_api_key
 from sessions.models import AuthSession

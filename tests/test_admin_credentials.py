@@ -7,9 +7,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from audit.models import AuditEvent
-from grants.callers import Caller
 from grants.models import Grant
 from grants.services import grant_permission, revoke_grant
+from kernel.callers import Caller
 from keys.models import ApiKey, SigningKey
 from keys.services import generate_api_key, verify_api_key
 from keys.signing_keys import active_signing_key

@@ -9,10 +9,10 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import record
-from chittyauth_site.dashboard import CHART_HEIGHT, HOURS, activity_chart, hourly_activity
-from grants.callers import Caller
+from console.dashboard import CHART_HEIGHT, HOURS, activity_chart, hourly_activity
 from identities.models import Identity
 from jobs.models import JobRun
+from kernel.callers import Caller
 from keys.models import ApiKey
 from keys.services import generate_api_key
 from sessions.models import AuthSession

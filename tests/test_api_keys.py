@@ -13,17 +13,17 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from chittyauth_site.errors import (
+from grants.services import grant_permission
+from identities.models import Identity
+from identities.services import change_status, reactivate_identity, suspend_identity
+from kernel.callers import Caller
+from kernel.errors import (
     AuthorityUnavailable,
     Conflict,
     NotFound,
     PermissionDenied,
     ValidationFailed,
 )
-from grants.callers import Caller
-from grants.services import grant_permission
-from identities.models import Identity
-from identities.services import change_status, reactivate_identity, suspend_identity
 from keys import services as key_services
 from keys.key_format import (
     API_KEY_LENGTH,

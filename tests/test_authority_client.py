@@ -2,10 +2,10 @@
 
 import pytest
 
-from chittyauth_site.errors import AuthorityUnavailable
 from identities import authority
 from identities.authority import Verdict, verify_chitty_id
 from identities.models import Identity
+from kernel.errors import AuthorityUnavailable
 from tests.conftest import free_port
 
 VALID_ID = "CHITTY-PEO-VALID-1"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from chittyauth_site.errors import ValidationFailed
 from identities.chitty_ids import ENTITY_TYPES, MAX_LENGTH, InvalidChittyID, parse_chitty_id
+from kernel.errors import ValidationFailed
 
 
 @pytest.mark.parametrize("entity_type", ENTITY_TYPES)

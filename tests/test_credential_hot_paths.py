@@ -5,9 +5,9 @@ still hands out a complete identity."""
 import pytest
 from django.forms.models import model_to_dict
 
-from grants.callers import Caller
 from grants.services import grant_permission
 from identities.models import Identity
+from kernel.callers import Caller
 from keys import tokens
 from keys.services import generate_api_key, verify_api_key
 from keys.tokens import generate_jwt, revoke_jwt, verify_jwt

@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from chittyauth_site.errors import ValidationFailed
-from grants.callers import Caller
 from grants.services import grant_permission
+from kernel.callers import Caller
+from kernel.errors import ValidationFailed
 from keys.credentials import authenticate_bearer
 from keys.models import ApiKey
 from keys.services import generate_api_key, rotate_api_key, validate_api_key

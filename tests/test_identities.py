@@ -15,11 +15,8 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import verify_chain
-from chittyauth_site.errors import AuthorityUnavailable, Conflict, PermissionDenied, ValidationFailed
-from grants.callers import Caller
 from identities.authority import verify_chitty_id
 from identities.chitty_ids import InvalidChittyID
-from identities.invalidation import current_epoch
 from identities.models import Identity
 from identities.services import (
     change_status,
@@ -28,6 +25,9 @@ from identities.services import (
     resolve_principal,
     suspend_identity,
 )
+from kernel.callers import Caller
+from kernel.errors import AuthorityUnavailable, Conflict, PermissionDenied, ValidationFailed
+from kernel.security_epoch import current_epoch
 from sessions.models import AuthSession
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -21,8 +21,6 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from audit.models import AuditEvent
 from audit.services import record, verify_chain
-from chittyauth_site.errors import PermissionDenied
-from grants.callers import Caller
 from grants.models import Grant
 from grants.services import grant_permission
 from identities.models import Identity
@@ -30,6 +28,8 @@ from jobs import tasks
 from jobs.models import JobRun
 from jobs.schedules import CLEANUP_TASK, DEFAULT_SCHEDULES, REVALIDATE_TASK, install_default_schedules
 from jobs.services import revalidate_identities, run_cleanup
+from kernel.callers import Caller
+from kernel.errors import PermissionDenied
 from keys.models import ApiKey, RevokedToken
 from keys.services import generate_api_key, verify_api_key
 from sessions.models import AuthSession

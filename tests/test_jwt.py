@@ -25,11 +25,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from chittyauth_site.errors import PermissionDenied, ServiceError, ValidationFailed
-from grants.callers import Caller
 from grants.services import grant_permission
-from identities.invalidation import bump_now
 from identities.services import suspend_identity
+from kernel.callers import Caller
+from kernel.errors import PermissionDenied, ServiceError, ValidationFailed
+from kernel.security_epoch import bump_now
 from keys.credentials import authenticate_bearer
 from keys.models import RevokedToken, SigningKey
 from keys.services import generate_api_key

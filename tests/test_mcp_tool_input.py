@@ -5,8 +5,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from mcp.server._otel import OpenTelemetryMiddleware
 
-from grants.callers import Caller
 from grants.services import grant_permission
+from kernel.callers import Caller
 from mcp_endpoint.server import mcp_server
 from mcp_endpoint.tools import TOOLS, ToolSpec, call_tool
 

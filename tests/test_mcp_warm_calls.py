@@ -18,8 +18,8 @@ from mcp.server import Server
 from mcp.shared.message import SessionMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
-from grants.callers import Caller
 from grants.services import grant_permission
+from kernel.callers import Caller
 from keys.services import generate_api_key, validate_api_key
 from keys.tokens import generate_jwt, validate_jwt
 from mcp_endpoint.connections import CallerSource, LiveConnection

@@ -5,10 +5,10 @@ nothing."""
 import pytest
 
 from audit.models import AuditEvent
-from chittyauth_site.memory_only import NeedsIO, answering_from_memory
-from grants.callers import Caller
 from grants.services import grant_permission
-from identities.invalidation import bump_now, current_epoch
+from kernel.callers import Caller
+from kernel.memory_only import NeedsIO, answering_from_memory
+from kernel.security_epoch import bump_now, current_epoch
 from keys import services as key_services
 from keys.credentials import authenticate_bearer
 from keys.models import ApiKey

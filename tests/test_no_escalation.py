@@ -10,9 +10,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from grants.callers import Caller
 from grants.models import Grant
 from grants.services import grant_permission, revoke_grant
+from kernel.callers import Caller
 from keys.services import generate_api_key
 
 ALICE = "CHITTY-PEO-ALICE1-A"

@@ -24,12 +24,12 @@ from oauthlib.oauth2.rfc6749.errors import InvalidGrantError
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from chittyauth_site.errors import PermissionDenied, ValidationFailed
-from grants.callers import Caller
 from grants.models import Grant as GrantRecord
 from grants.services import grant_permission, revoke_grant
 from identities.services import suspend_identity
 from identities.staff_links import link_staff_user
+from kernel.callers import Caller
+from kernel.errors import PermissionDenied, ValidationFailed
 from keys.services import generate_api_key
 from keys.tokens import validate_jwt
 from oauth.models import Client, IssuedAccessToken

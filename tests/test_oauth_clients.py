@@ -11,9 +11,9 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 from django.test import Client as Browser
 
-from grants.callers import Caller
 from grants.services import grant_permission
 from identities.staff_links import link_staff_user
+from kernel.callers import Caller
 from oauth.services import create_service_client
 
 PERSON = "CHITTY-PEO-AUTHLIB1-A"

@@ -38,7 +38,7 @@ REDIRECT_URI = "http://127.0.0.1:45678/callback"
 _SEED = f"""
 import json
 from django.contrib.auth.models import User
-from grants.callers import Caller
+from kernel.callers import Caller
 from grants.services import grant_permission
 from identities.services import register_identity
 from identities.staff_links import link_staff_user

@@ -11,10 +11,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from grants.callers import Caller
 from grants.models import Grant
 from grants.services import grant_permission
 from identities.models import Identity
+from kernel.callers import Caller
 from keys.services import generate_api_key
 
 ADMIN = "CHITTY-PEO-ADMIN1-A"

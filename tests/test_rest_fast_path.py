@@ -16,12 +16,12 @@ from django.db import close_old_connections
 
 from audit.models import AuditEvent
 from chittyauth_site import asgi
-from chittyauth_site.rest_fast_path import MAX_BODY_BYTES, with_rest_fast_path
-from grants.callers import Caller
 from grants.services import grant_permission
-from identities.invalidation import current_epoch
 from identities.models import Identity
 from identities.services import suspend_identity
+from kernel.callers import Caller
+from kernel.security_epoch import current_epoch
+from keys.fast_path import MAX_BODY_BYTES, with_rest_fast_path
 from keys.models import ApiKey
 from keys.services import flush_usage, generate_api_key, revoke_api_key
 from keys.tokens import generate_jwt, revoke_jwt

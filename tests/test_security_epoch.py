@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from chittyauth_site.memory_only import NeedsIO, answering_from_memory
-from identities.invalidation import _epoch_source, bump_now, current_epoch
+from kernel.memory_only import NeedsIO, answering_from_memory
+from kernel.security_epoch import _epoch_source, bump_now, current_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,7 @@ def bump_in_another_process() -> None:
         "DJANGO_SETTINGS_MODULE": "chittyauth_site.settings",
         "CHITTYAUTH_VAR_DIR": str(settings.VAR_DIR),
     }
-    code = "import django; django.setup(); from identities.invalidation import bump_now; bump_now()"
+    code = "import django; django.setup(); from kernel.security_epoch import bump_now; bump_now()"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
 
 

@@ -19,9 +19,9 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect, sync_playwright
 
 from audit.models import AuditEvent
-from grants.callers import Caller
 from grants.services import grant_permission
 from identities.models import Identity
+from kernel.callers import Caller
 from keys.services import generate_api_key
 from tests.conftest import IN_CI
 

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from chittyauth_site.errors import ServiceError
-from grants.callers import Caller
 from identities.services import register_identity
+from kernel.callers import Caller
+from kernel.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 
-from grants.callers import Caller
 from jobs.progress import TerminalProgress
 from jobs.services import run_cleanup
+from kernel.callers import Caller
 
 
 class Command(BaseCommand):

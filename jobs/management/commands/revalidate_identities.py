@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from grants.callers import Caller
 from jobs.progress import TerminalProgress
 from jobs.services import revalidate_identities
+from kernel.callers import Caller
 
 AUTHORITY_UNAVAILABLE_EXIT_CODE = 3
 

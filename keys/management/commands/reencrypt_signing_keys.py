@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from chittyauth_site.errors import ServiceError
-from grants.callers import Caller
+from kernel.callers import Caller
+from kernel.errors import ServiceError
 from keys.signing_keys import reencrypt_private_keys
 
 

@@ -12,7 +12,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-from chittyauth_site.errors import ServiceError
+from kernel.errors import ServiceError
 from mcp_endpoint.connections import LiveConnection
 from mcp_endpoint.server import current_caller_source, jsonrpc_error, mcp_server, not_a_message
 from sessions.models import AuthSession

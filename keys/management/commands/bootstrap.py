@@ -1,11 +1,11 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from chittyauth_site.errors import ServiceError
-from grants.callers import Caller
 from grants.models import Grant
 from grants.services import grant_permission
 from identities.services import register_identity
+from kernel.callers import Caller
+from kernel.errors import ServiceError
 from keys.services import generate_api_key
 
 

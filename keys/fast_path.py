@@ -24,12 +24,12 @@ from rest_framework.exceptions import ParseError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 
-from chittyauth_site.errors import ServiceError
-from chittyauth_site.memory_only import NeedsIO, answering_from_memory
-from chittyauth_site.parsers import JSONParser
-from chittyauth_site.rest import AnswerView
+from kernel.errors import ServiceError
+from kernel.memory_only import NeedsIO, answering_from_memory
+from kernel.origins import host_allowed
+from kernel.parsers import JSONParser
+from kernel.rest import AnswerView
 from keys.authentication import BearerCredentialAuthentication, rest_caller
-from mcp_endpoint.origins import host_allowed
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,17 @@
 """Who is asking: the principal behind a request and the credential it came with."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from chittyauth_site.errors import ValidationFailed
-from identities.models import Identity
+from kernel.errors import ValidationFailed
+
+if TYPE_CHECKING:  # the kernel imports no app at run time
+    from identities.models import Identity
 
 # A credential minted by one about to expire must still be usable for a moment (JWT times are whole seconds).
 MIN_REMAINING_LIFETIME = timedelta(seconds=2)
@@ -53,7 +58,7 @@ class Caller:
         return self.identity is not None and self.identity.pk == identity.pk
 
     @classmethod
-    def system(cls, name: str) -> "Caller":
+    def system(cls, name: str) -> Caller:
         return cls(
             actor=f"system:{name}",
             identity=None,
@@ -63,7 +68,7 @@ class Caller:
         )
 
     @classmethod
-    def staff(cls, user, *, identity: Identity | None = None, client_address: str | None = None) -> "Caller":
+    def staff(cls, user, *, identity: Identity | None = None, client_address: str | None = None) -> Caller:
         """A staff login. Superusers are exempt; other staff act with their linked identity's grants."""
         return cls(
             actor=f"staff:{user.get_username()}",

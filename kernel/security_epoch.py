@@ -25,7 +25,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from chittyauth_site.memory_only import fixed_for_this_answer, needs_io
+from kernel.memory_only import fixed_for_this_answer, needs_io
 
 logger = logging.getLogger(__name__)
 

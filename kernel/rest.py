@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from grants.callers import Caller
+from kernel.callers import Caller
 
 
 def validated(serializer_class: type[Serializer], data) -> dict:
@@ -20,7 +20,7 @@ def validated(serializer_class: type[Serializer], data) -> dict:
 class AnswerView(APIView):
     """A POST whose whole job is `answer(caller, validated input)`: one read-only service call.
 
-    Spelled this way so the REST fast path (`chittyauth_site.rest_fast_path`) can call the very same
+    Spelled this way so the REST fast path (`keys.fast_path`) can call the very same
     `answer` for a warm request without Django's request machinery.
     """
 
