@@ -28,7 +28,7 @@ from identities.models import Identity
 from identities.services import register_identity
 from kernel.callers import Caller
 from kernel.security_epoch import bump_now
-from keys import services as key_services
+from keys import verification as key_verification
 from keys.models import RevokedToken
 from keys.services import generate_api_key, verify_api_key
 from keys.signing_keys import leeway_seconds
@@ -232,11 +232,11 @@ def repeated(inputs: dict[str, tuple[object, int]]) -> Callable[[str, int], list
 
 def _forget_keys() -> None:
     """What a new process starts with: `verify_api_key`'s per-process snapshot cache is empty."""
-    key_services._cache.clear()
+    key_verification._cache.clear()
 
 
 def _forget_keys_and_shared_cache() -> None:
-    key_services._cache.clear()
+    key_verification._cache.clear()
     cache.clear()
 
 

@@ -6,8 +6,8 @@ from typing import NoReturn
 from audit.services import record
 from kernel.callers import Caller
 from kernel.errors import ServiceError
-from keys.services import verify_api_key
 from keys.tokens import verify_jwt
+from keys.verification import verify_api_key
 
 API_KEY_PREFIX = "chitty_"
 MAX_CREDENTIAL_LENGTH = 8192

@@ -1,27 +1,12 @@
-"""Issuing, verifying, rotating and revoking API keys.
-
-Verification is on the hot path of every request, so each process keeps recently seen keys in memory,
-keyed by the key's SHA-256 and tagged with the shared security epoch: any revocation, rotation or identity
-status change anywhere bumps the epoch and the very next verification reloads the row. Expiry and the end of
-a rotation overlap are judged against the clock on every call. Unknown keys are never cached, so a key is
-usable the moment it is created. Usage is counted in memory and written at most once a minute per key.
-"""
+"""Issuing, validating, rotating, revoking and reading API keys, for every interface. Verification itself is
+`keys.verification` (the hot path), use counting `keys.usage`."""
 
 import logging
-import threading
-import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
-from functools import partial
 
 from django.conf import settings
-from django.db import DatabaseError, connections, router, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -33,8 +18,7 @@ from identities.models import Identity
 from identities.services import resolve_principal
 from kernel.callers import Caller
 from kernel.errors import Conflict, NotFound, ValidationFailed
-from kernel.memory_only import needs_io, when_answered
-from kernel.security_epoch import bump_epoch, current_epoch
+from kernel.security_epoch import bump_epoch
 from keys.key_format import (
     ENVIRONMENTS,
     InvalidApiKey,
@@ -43,29 +27,20 @@ from keys.key_format import (
     generate_key_id,
     hash_api_key,
     is_key_id,
-    parse_api_key,
 )
 from keys.models import ApiKey
+from keys.usage import count_use
+from keys.usage import flush_usage as flush_usage
+from keys.verification import KeyVerification, evaluate_api_key
+from keys.verification import verify_api_key as verify_api_key
 
 logger = logging.getLogger(__name__)
 
-MAX_CACHED_KEYS = 10_000
-USAGE_FLUSH_INTERVAL_SECONDS = 60
 DEFAULT_ROTATION_OVERLAP_SECONDS = 300
 MAX_ROTATION_OVERLAP_SECONDS = 7 * 24 * 3600
 MAX_NAME_LENGTH = 200
 MAX_REASON_LENGTH = 255
 MAX_SCOPES = 64
-
-
-class VerificationCode(StrEnum):
-    VALID = "VALID"
-    MALFORMED = "MALFORMED"
-    BAD_CHECKSUM = "BAD_CHECKSUM"
-    NOT_FOUND = "NOT_FOUND"
-    EXPIRED = "EXPIRED"
-    REVOKED = "REVOKED"
-    IDENTITY_SUSPENDED = "IDENTITY_SUSPENDED"
 
 
 @dataclass(frozen=True)
@@ -74,277 +49,6 @@ class IssuedApiKey:
 
     api_key: ApiKey
     secret: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class KeyVerification:
-    """The answer about one presented key, shaped like Unkey's."""
-
-    valid: bool
-    code: str
-    key_id: str | None = None
-    chitty_id: str | None = None
-    scopes: tuple[str, ...] = ()
-    expires_at: datetime | None = None
-    name: str = ""
-    environment: str = ""
-    # Lets authentication build a Caller without another query; never serialized.
-    identity: Identity | None = field(default=None, compare=False, repr=False)
-
-    def as_dict(self) -> dict:
-        return {
-            "valid": self.valid,
-            "code": str(self.code),
-            "key_id": self.key_id,
-            "chitty_id": self.chitty_id,
-            "scopes": list(self.scopes),
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-            "name": self.name,
-            "environment": self.environment,
-        }
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Verification: the hot path
-
-
-@dataclass(frozen=True)
-class _KeySnapshot:
-    """What verification needs from a key row and its identity, as of one security epoch."""
-
-    epoch: int
-    revoked_at: datetime | None
-    expires_at: datetime | None
-    identity_active: bool
-    answer_if_live: KeyVerification
-
-
-_cache: dict[str, _KeySnapshot] = {}
-_cache_lock = threading.Lock()
-
-# The cold lookup reads only what a snapshot needs from the key row, plus the whole identity row: the identity
-# goes into the Caller, where a deferred field would cost a query later.
-_SNAPSHOT_KEY_FIELDS = ("key_id", "scopes", "expires_at", "revoked_at", "name", "environment")
-_HASH_PLACEHOLDER = "secret-hash-placeholder"
-
-
-@dataclass(frozen=True)
-class _CompiledLookup:
-    """The lookup of a key and its identity by secret hash, as SQL compiled once per database: building and
-    compiling the ORM query costs more than running it. The columns go through the same converters the ORM
-    would apply (datetimes and JSON on SQLite, JSON on PostgreSQL)."""
-
-    sql: str
-    params: tuple
-    converters: tuple[tuple[int, tuple[Callable, ...], object], ...]
-    identity_fields: tuple[str, ...]
-
-    def fetch(self, connection: BaseDatabaseWrapper, secret_hash: str) -> list | None:
-        params = [secret_hash if param == _HASH_PLACEHOLDER else param for param in self.params]
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql, params)
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        row = list(row)
-        for position, converters, expression in self.converters:
-            value = row[position]
-            for converter in converters:
-                value = converter(value, expression, connection)
-            row[position] = value
-        return row
-
-
-_compiled_lookups: dict[str, _CompiledLookup] = {}
-
-
-def _compiled_lookup(connection: BaseDatabaseWrapper) -> _CompiledLookup:
-    compiled = _compiled_lookups.get(connection.alias)
-    if compiled is None:
-        identity_fields = tuple(field.attname for field in Identity._meta.concrete_fields)
-        queryset = (
-            ApiKey.objects.filter(secret_hash=_HASH_PLACEHOLDER)
-            .order_by()
-            .values_list(*_SNAPSHOT_KEY_FIELDS, *(f"principal__{name}" for name in identity_fields))
-        )
-        compiler = queryset.query.get_compiler(connection=connection)
-        sql, params = compiler.as_sql()
-        columns = [expression for expression, _, _ in compiler.select]
-        converters = tuple(
-            (position, tuple(functions), expression)
-            for position, (functions, expression) in compiler.get_converters(columns).items()
-        )
-        compiled = _compiled_lookups[connection.alias] = _CompiledLookup(
-            sql, tuple(params), converters, identity_fields
-        )
-    return compiled
-
-
-def _snapshot(secret_hash: str, epoch: int) -> _KeySnapshot | None:
-    """One indexed read by secret hash (the unique index), through the once-compiled query."""
-    connection = connections[router.db_for_read(ApiKey)]
-    lookup = _compiled_lookup(connection)
-    row = lookup.fetch(connection, secret_hash)
-    if row is None:
-        return None
-    key_id, scopes, expires_at, revoked_at, name, environment = row[: len(_SNAPSHOT_KEY_FIELDS)]
-    identity = Identity.from_db(connection.alias, lookup.identity_fields, row[len(_SNAPSHOT_KEY_FIELDS) :])
-    answer = KeyVerification(
-        valid=True,
-        code=VerificationCode.VALID,
-        key_id=key_id,
-        chitty_id=identity.chitty_id,
-        scopes=tuple(scopes),
-        expires_at=_valid_until(expires_at, revoked_at),
-        name=name,
-        environment=environment,
-        identity=identity,
-    )
-    return _KeySnapshot(epoch, revoked_at, expires_at, identity.is_active, answer)
-
-
-def _valid_until(expires_at: datetime | None, revoked_at: datetime | None) -> datetime | None:
-    """A live key with a revocation already set (rotated, in its overlap) stops working then."""
-    if revoked_at is None:
-        return expires_at
-    return revoked_at if expires_at is None else min(expires_at, revoked_at)
-
-
-def _cached_snapshot(secret_hash: str) -> _KeySnapshot | None:
-    epoch = current_epoch()
-    snapshot = _cache.get(secret_hash)
-    if snapshot is not None and snapshot.epoch == epoch:
-        return snapshot
-    needs_io("API key lookup")
-    snapshot = _snapshot(secret_hash, epoch)
-    if snapshot is not None:
-        with _cache_lock:
-            if len(_cache) >= MAX_CACHED_KEYS:
-                _cache.clear()
-            _cache[secret_hash] = snapshot
-    return snapshot
-
-
-def _judge(snapshot: _KeySnapshot, now: datetime) -> KeyVerification:
-    if snapshot.revoked_at is not None and snapshot.revoked_at <= now:
-        code = VerificationCode.REVOKED
-    elif snapshot.expires_at is not None and snapshot.expires_at <= now:
-        code = VerificationCode.EXPIRED
-    elif not snapshot.identity_active:
-        code = VerificationCode.IDENTITY_SUSPENDED
-    else:
-        return snapshot.answer_if_live
-    return replace(
-        snapshot.answer_if_live, valid=False, code=code, expires_at=snapshot.expires_at, identity=None
-    )
-
-
-def _evaluate(raw: object, now: datetime) -> KeyVerification:
-    try:
-        parsed = parse_api_key(raw)
-    except InvalidApiKey as exc:
-        return KeyVerification(valid=False, code=VerificationCode(exc.code))
-    snapshot = _cached_snapshot(hash_api_key(parsed.raw))
-    if snapshot is None:
-        return KeyVerification(valid=False, code=VerificationCode.NOT_FOUND)
-    return _judge(snapshot, now)
-
-
-def verify_api_key(raw: str) -> KeyVerification:
-    """Is this a live key? For authenticating requests: no caller, no audit; a valid use is counted."""
-    now = timezone.now()
-    verification = _evaluate(raw, now)
-    if verification.valid:
-        _count_use(verification.key_id, now)
-    return verification
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Usage counting: in memory, written with F() increments at most once a minute per key
-
-
-@dataclass
-class _PendingUse:
-    count: int
-    last_used_at: datetime
-
-
-_usage_lock = threading.Lock()
-_pending_uses: dict[str, _PendingUse] = {}
-_write_deadlines: deque[tuple[float, str]] = deque()
-
-
-def _add_pending(key_id: str, count: int, last_used_at: datetime, now: float) -> None:
-    pending = _pending_uses.get(key_id)
-    if pending is None:
-        _pending_uses[key_id] = _PendingUse(count, last_used_at)
-        _write_deadlines.append((now + USAGE_FLUSH_INTERVAL_SECONDS, key_id))
-    else:
-        pending.count += count
-        pending.last_used_at = max(pending.last_used_at, last_used_at)
-
-
-def _write_due(key_id: str, now: float) -> bool:
-    """Would counting a use now also write counts out?"""
-    if _write_deadlines and _write_deadlines[0][0] <= now:
-        return True
-    return key_id not in _pending_uses and USAGE_FLUSH_INTERVAL_SECONDS <= 0
-
-
-def _count_use(key_id: str, used_at: datetime) -> None:
-    now = time.monotonic()
-    with _usage_lock:
-        write_due = _write_due(key_id, now)
-    if not write_due:
-        when_answered(partial(_count_pending_use, key_id, used_at, now))
-        return
-    needs_io("API key use counts")
-    with _usage_lock:
-        _add_pending(key_id, 1, used_at, now)
-        due = {}
-        while _write_deadlines and _write_deadlines[0][0] <= now:
-            due_key_id = _write_deadlines.popleft()[1]
-            due[due_key_id] = _pending_uses.pop(due_key_id)
-    if due:
-        _write_uses(due)
-
-
-def _count_pending_use(key_id: str, used_at: datetime, now: float) -> None:
-    """Counted in memory only; a write that fell due meanwhile is done by the next use."""
-    with _usage_lock:
-        _add_pending(key_id, 1, used_at, now)
-
-
-def _write_uses(uses: dict[str, _PendingUse]) -> bool:
-    """One transaction, rows in key order so concurrent writers cannot deadlock. Failures are retried later."""
-    try:
-        with transaction.atomic():
-            for key_id in sorted(uses):
-                use = uses[key_id]
-                stamp = Value(use.last_used_at)
-                ApiKey.objects.filter(key_id=key_id).update(
-                    use_count=F("use_count") + use.count,
-                    last_used_at=Greatest(Coalesce(F("last_used_at"), stamp), stamp),
-                )
-    except DatabaseError:
-        logger.warning("Could not record the use of %d API keys; keeping the counts to retry", len(uses))
-        now = time.monotonic()
-        with _usage_lock:
-            for key_id, use in uses.items():
-                _add_pending(key_id, use.count, use.last_used_at, now)
-        return False
-    return True
-
-
-def flush_usage() -> int:
-    """Write every pending use count now (for shutdown and tests); returns how many keys were written."""
-    with _usage_lock:
-        uses = dict(_pending_uses)
-        _pending_uses.clear()
-        _write_deadlines.clear()
-    if not uses or not _write_uses(uses):
-        return 0
-    return len(uses)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -434,12 +138,12 @@ def validate_api_key(caller: Caller, raw: str) -> KeyVerification:
     Failed validations are audited with the key's public prefix only; successes are just counted.
     """
     now = timezone.now()
-    verification = _evaluate(raw, now)
+    verification = evaluate_api_key(raw, now)
     owns_key = verification.chitty_id is not None and verification.chitty_id == caller.chitty_id
     if not owns_key:
         authorize(caller, "api_keys:validate", target=verification.chitty_id or "")
     if verification.valid:
-        _count_use(verification.key_id, now)
+        count_use(verification.key_id, now)
         return verification
     try:
         prefix = display_prefix(raw)

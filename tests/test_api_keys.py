@@ -24,7 +24,8 @@ from kernel.errors import (
     PermissionDenied,
     ValidationFailed,
 )
-from keys import services as key_services
+from keys import usage as key_usage
+from keys import verification as key_verification
 from keys.key_format import (
     API_KEY_LENGTH,
     BASE62_ALPHABET,
@@ -307,11 +308,11 @@ def test_codes_are_reported_in_order_revoked_expired_suspended(alice, bob, clock
 
 
 def test_the_cache_is_bounded(alice, monkeypatch):
-    monkeypatch.setattr(key_services, "MAX_CACHED_KEYS", 2)
+    monkeypatch.setattr(key_verification, "MAX_CACHED_KEYS", 2)
     secrets_ = [issue(alice).secret for _ in range(3)]
     for secret in secrets_ * 2:
         assert verify_api_key(secret).valid
-    assert len(key_services._cache) <= 2
+    assert len(key_verification._cache) <= 2
 
 
 # --- usage counting ----------------------------------------------------------------------------------------
@@ -333,7 +334,7 @@ def test_uses_are_counted_in_memory_and_arrive_on_flush(alice, django_assert_num
 
 
 def test_uses_are_written_by_verification_once_the_interval_has_passed(alice, monkeypatch):
-    monkeypatch.setattr(key_services, "USAGE_FLUSH_INTERVAL_SECONDS", 0)
+    monkeypatch.setattr(key_usage, "USAGE_FLUSH_INTERVAL_SECONDS", 0)
     issued = issue(alice)
     verify_api_key(issued.secret)
     verify_api_key(issued.secret)
@@ -384,7 +385,7 @@ def _allow_key_updates() -> None:
 
 
 def test_counts_survive_a_failed_write_and_verification_goes_on(alice, monkeypatch, caplog):
-    monkeypatch.setattr(key_services, "USAGE_FLUSH_INTERVAL_SECONDS", 0)
+    monkeypatch.setattr(key_usage, "USAGE_FLUSH_INTERVAL_SECONDS", 0)
     issued = issue(alice)
     _refuse_key_updates()
     assert verify_api_key(issued.secret).valid

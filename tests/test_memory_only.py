@@ -10,6 +10,7 @@ from kernel.callers import Caller
 from kernel.memory_only import NeedsIO, answering_from_memory
 from kernel.security_epoch import bump_now, current_epoch
 from keys import services as key_services
+from keys import usage as key_usage
 from keys.credentials import authenticate_bearer
 from keys.models import ApiKey
 from keys.services import generate_api_key, validate_api_key
@@ -72,8 +73,8 @@ def test_use_counts_due_for_writing_need_io_and_none_is_lost_or_doubled(cast, mo
     issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
     assert validate_api_key(caller, issued.secret).valid  # warm, one use pending
     from_memory(validate_api_key, caller, issued.secret)  # a second use, nothing due yet
-    monkeypatch.setattr(key_services, "USAGE_FLUSH_INTERVAL_SECONDS", 0)
-    key_services._write_deadlines[0] = (0.0, issued.api_key.key_id)  # the pending uses are now due
+    monkeypatch.setattr(key_usage, "USAGE_FLUSH_INTERVAL_SECONDS", 0)
+    key_usage._write_deadlines[0] = (0.0, issued.api_key.key_id)  # the pending uses are now due
     with pytest.raises(NeedsIO):
         from_memory(validate_api_key, caller, issued.secret)
     assert validate_api_key(caller, issued.secret).valid  # run again where writing is fine

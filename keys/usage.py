@@ -1,0 +1,105 @@
+"""Counting API key uses: in memory, written with F() increments at most once a minute per key, so the hot
+path never waits on a write it does not need (and a warm answer from memory counts only once it succeeded)."""
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+
+from django.db import DatabaseError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest
+
+from kernel.memory_only import needs_io, when_answered
+from keys.models import ApiKey
+
+logger = logging.getLogger(__name__)
+
+USAGE_FLUSH_INTERVAL_SECONDS = 60
+
+
+@dataclass
+class _PendingUse:
+    count: int
+    last_used_at: datetime
+
+
+_usage_lock = threading.Lock()
+_pending_uses: dict[str, _PendingUse] = {}
+_write_deadlines: deque[tuple[float, str]] = deque()
+
+
+def _add_pending(key_id: str, count: int, last_used_at: datetime, now: float) -> None:
+    pending = _pending_uses.get(key_id)
+    if pending is None:
+        _pending_uses[key_id] = _PendingUse(count, last_used_at)
+        _write_deadlines.append((now + USAGE_FLUSH_INTERVAL_SECONDS, key_id))
+    else:
+        pending.count += count
+        pending.last_used_at = max(pending.last_used_at, last_used_at)
+
+
+def _write_due(key_id: str, now: float) -> bool:
+    """Would counting a use now also write counts out?"""
+    if _write_deadlines and _write_deadlines[0][0] <= now:
+        return True
+    return key_id not in _pending_uses and USAGE_FLUSH_INTERVAL_SECONDS <= 0
+
+
+def count_use(key_id: str, used_at: datetime) -> None:
+    now = time.monotonic()
+    with _usage_lock:
+        write_due = _write_due(key_id, now)
+    if not write_due:
+        when_answered(partial(_count_pending_use, key_id, used_at, now))
+        return
+    needs_io("API key use counts")
+    with _usage_lock:
+        _add_pending(key_id, 1, used_at, now)
+        due = {}
+        while _write_deadlines and _write_deadlines[0][0] <= now:
+            due_key_id = _write_deadlines.popleft()[1]
+            due[due_key_id] = _pending_uses.pop(due_key_id)
+    if due:
+        _write_uses(due)
+
+
+def _count_pending_use(key_id: str, used_at: datetime, now: float) -> None:
+    """Counted in memory only; a write that fell due meanwhile is done by the next use."""
+    with _usage_lock:
+        _add_pending(key_id, 1, used_at, now)
+
+
+def _write_uses(uses: dict[str, _PendingUse]) -> bool:
+    """One transaction, rows in key order so concurrent writers cannot deadlock. Failures are retried later."""
+    try:
+        with transaction.atomic():
+            for key_id in sorted(uses):
+                use = uses[key_id]
+                stamp = Value(use.last_used_at)
+                ApiKey.objects.filter(key_id=key_id).update(
+                    use_count=F("use_count") + use.count,
+                    last_used_at=Greatest(Coalesce(F("last_used_at"), stamp), stamp),
+                )
+    except DatabaseError:
+        logger.warning("Could not record the use of %d API keys; keeping the counts to retry", len(uses))
+        now = time.monotonic()
+        with _usage_lock:
+            for key_id, use in uses.items():
+                _add_pending(key_id, use.count, use.last_used_at, now)
+        return False
+    return True
+
+
+def flush_usage() -> int:
+    """Write every pending use count now (for shutdown and tests); returns how many keys were written."""
+    with _usage_lock:
+        uses = dict(_pending_uses)
+        _pending_uses.clear()
+        _write_deadlines.clear()
+    if not uses or not _write_uses(uses):
+        return 0
+    return len(uses)
