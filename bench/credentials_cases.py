@@ -32,7 +32,8 @@ from keys import verification as key_verification
 from keys.models import RevokedToken
 from keys.services import generate_api_key, verify_api_key
 from keys.signing_keys import leeway_seconds
-from keys.tokens import HS256, JWT_TYP, REQUIRED_CLAIMS, generate_jwt, verify_jwt
+from keys.token_format import HS256, JWT_TYP, REQUIRED_CLAIMS
+from keys.tokens import generate_jwt, verify_jwt
 
 PRINCIPAL = "CHITTY-PEO-BENCHMAIN-A"
 OTHER_PRINCIPALS = 999

@@ -7,7 +7,7 @@
   MCP_RESOURCE_URL) map to the audience JWT_AUDIENCE, which REST, both MCP transports and `validate_jwt`
   accept; a resource in OAUTH_EXTERNAL_RESOURCES becomes the token's audience, which this service refuses;
   any other resource is `invalid_target`.
-- One token, one path: an access token is a ChittyAuth JWT with a session, signed by `keys.tokens`' key.
+- One token, one path: an access token is a ChittyAuth JWT with a session, signed by `keys.token_format.sign`.
   Revoking it through OAuth revokes its `jti` and ends its session; revoking it through ChittyAuth stops its
   refresh token family from minting another.
 """
@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import jwt
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -37,11 +36,11 @@ from identities.services import resolve_principal
 from identities.staff_links import linked_identity
 from kernel.callers import Caller
 from kernel.errors import PermissionDenied, ValidationFailed
-from keys import tokens as jwt_tokens
 from keys.credentials import authenticate_authorization_header
 from keys.models import RevokedToken
-from keys.signing_keys import signing_key_for_issuing
-from keys.tokens import HS256, JTI_BYTES, JWT_TYP, MAX_SCOPES, revoke_jti_for_session, verify_jwt
+from keys.token_format import JTI_BYTES, MAX_SCOPES, audience, issuer, sign
+from keys.token_verification import verify_jwt
+from keys.tokens import revoke_jti_for_session
 from oauth.models import Client, IssuedAccessToken
 from sessions.models import AuthSession
 from sessions.services import end_sessions_of_credential, open_session
@@ -273,12 +272,12 @@ def token_audience(resources: Iterable[str]) -> str | list[str]:
     audiences = []
     for resource in resources:
         if validate_resource_as_url_prefix(resource, own):
-            audiences.append(jwt_tokens._audience())
+            audiences.append(audience())
         elif resource in settings.OAUTH_EXTERNAL_RESOURCES:
             audiences.append(resource)
         else:
             raise InvalidTarget(f"{resource} is not a resource this authorization server issues tokens for")
-    unique = list(dict.fromkeys(audiences)) or [jwt_tokens._audience()]
+    unique = list(dict.fromkeys(audiences)) or [audience()]
     return unique[0] if len(unique) == 1 else unique
 
 
@@ -319,16 +318,6 @@ def token_identity(
     return identity
 
 
-def _sign(payload: dict) -> str:
-    """Signed exactly as `keys.tokens` signs: HS256 with JWT_SECRET, or the active asymmetric key with its kid."""
-    if jwt_tokens._signing_algorithm() == HS256:
-        return jwt.encode(payload, settings.JWT_SECRET, algorithm=HS256, headers={"typ": JWT_TYP})
-    active = signing_key_for_issuing()
-    return jwt.encode(
-        payload, active.private_key, algorithm=active.algorithm, headers={"typ": JWT_TYP, "kid": active.kid}
-    )
-
-
 def mint_access_token(
     *,
     client: Client,
@@ -358,9 +347,9 @@ def mint_access_token(
     if lifetime_seconds < 1:
         raise ScopeRefused(f"The grants behind these scopes of {principal.chitty_id} expire now")
     jti = secrets.token_urlsafe(JTI_BYTES)
-    token = _sign(
+    token, _, _ = sign(
         {
-            "iss": jwt_tokens._issuer(),
+            "iss": issuer(),
             "aud": audience,
             "sub": principal.chitty_id,
             "chitty_id": principal.chitty_id,

@@ -8,7 +8,7 @@ from django.forms.models import model_to_dict
 from grants.services import grant_permission
 from identities.models import Identity
 from kernel.callers import Caller
-from keys import tokens
+from keys import token_verification
 from keys.services import generate_api_key, verify_api_key
 from keys.tokens import generate_jwt, revoke_jwt, verify_jwt
 
@@ -30,9 +30,9 @@ def test_fresh_tokens_need_no_query_once_the_epoch_has_loaded_its_revocations(
         assert all(verify_jwt(token).valid for token in fresh)
 
 
-@pytest.mark.parametrize("preload_bound", [tokens.MAX_PRELOADED_REVOCATIONS, 1])
+@pytest.mark.parametrize("preload_bound", [token_verification.MAX_PRELOADED_REVOCATIONS, 1])
 def test_revocation_holds_whether_or_not_the_revoked_jtis_fit_in_memory(alice, preload_bound, monkeypatch):
-    monkeypatch.setattr(tokens, "MAX_PRELOADED_REVOCATIONS", preload_bound)
+    monkeypatch.setattr(token_verification, "MAX_PRELOADED_REVOCATIONS", preload_bound)
     revoked, kept = (generate_jwt(SYSTEM, chitty_id=alice.chitty_id) for _ in range(2))
     revoke_jwt(SYSTEM, jti="unrelated")
     assert verify_jwt(revoked.token).valid and verify_jwt(kept.token).valid
