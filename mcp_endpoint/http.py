@@ -46,7 +46,7 @@ from kernel.origins import host_allowed, origin_allowed
 from keys.credentials import CredentialRejected, authenticate_bearer
 from mcp_endpoint.connections import ConnectionSession, FixedCaller, SessionEnded
 from mcp_endpoint.server import current_caller_source, mcp_server, run_in_worker
-from oauth.services import supported_scopes
+from oauth.rules import supported_scopes
 from sessions.models import AuthSession
 from sessions.services import touch_credential_session
 

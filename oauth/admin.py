@@ -1,6 +1,6 @@
 """Staff console for OAuth clients: every registered client is visible and revocable, and service clients are
 created here. django-oauth-toolkit registers `ClientAdmin` itself (OAUTH2_PROVIDER["APPLICATION_ADMIN_CLASS"]).
-Every action goes through `oauth.services`."""
+Every action goes through `oauth.clients`."""
 
 from django import forms
 from django.contrib import admin, messages
@@ -11,7 +11,7 @@ from django.urls import reverse
 from grants.forms import ScopeListField
 from identities.admin import staff_caller
 from kernel.errors import ServiceError
-from oauth import services
+from oauth import clients
 from oauth.models import Client
 
 SHOWN_FIELDS = (
@@ -51,7 +51,7 @@ class ServiceClientCreationForm(forms.ModelForm):
         if self.errors:
             return data
         try:
-            issued = services.create_service_client(
+            issued = clients.create_service_client(
                 self.caller,
                 chitty_id=data["chitty_id"],
                 name=data.get("name") or "",
@@ -143,7 +143,7 @@ class ClientAdmin(admin.ModelAdmin):
         done = 0
         for client in queryset:
             try:
-                services.revoke_client(staff_caller(request), client, reason="revoked by staff in the admin")
+                clients.revoke_client(staff_caller(request), client, reason="revoked by staff in the admin")
                 done += 1
             except ServiceError as exc:
                 self.message_user(

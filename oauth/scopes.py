@@ -2,7 +2,7 @@
 
 from oauth2_provider.scopes import BaseScopes
 
-from oauth.services import default_scopes, describe_scope, supported_scopes
+from oauth.rules import default_scopes, describe_scope, supported_scopes
 
 
 class ScopeDescriptions(dict):

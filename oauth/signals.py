@@ -12,6 +12,6 @@ def connect() -> None:
 
 
 def _access_token_deleted(sender, instance, **kwargs) -> None:
-    from oauth.services import access_token_removed
+    from oauth.access_tokens import access_token_removed
 
     access_token_removed(instance)

@@ -1,11 +1,12 @@
-"""django-oauth-toolkit's request validator, deciding with ChittyAuth's rules (`oauth.services`)."""
+"""django-oauth-toolkit's request validator, deciding with ChittyAuth's rules (`oauth.rules`,
+`oauth.access_tokens`)."""
 
 from django.db import transaction
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors, utils
 
 from kernel.errors import AuthorityUnavailable, ServiceError
-from oauth import services
+from oauth import access_tokens, rules
 
 
 def _client_address(request) -> str | None:
@@ -14,12 +15,12 @@ def _client_address(request) -> str | None:
 
 class ChittyAuthValidator(OAuth2Validator):
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs) -> bool:
-        return services.scopes_allowed(client, scopes)
+        return rules.scopes_allowed(client, scopes)
 
     def is_within_original_scope(self, request_scopes, refresh_token, request, *args, **kwargs) -> bool:
         """A refresh may narrow the scopes, in the grammar's terms: `read` is within the granted `*:read`."""
         original = utils.scope_to_list(self.get_original_scopes(refresh_token, request))
-        return services.scopes_within(request_scopes, original)
+        return rules.scopes_within(request_scopes, original)
 
     def validate_bearer_token(self, token, scopes, request) -> bool:
         """Bearer tokens are checked by `keys.credentials.authenticate_bearer` alone, never by the toolkit's
@@ -31,12 +32,12 @@ class ChittyAuthValidator(OAuth2Validator):
         a family whose access token was revoked here, or whose identity is not active, refreshes no more."""
         with transaction.atomic():
             if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
-                services.record_refresh_reuse(refresh_token, client_address=_client_address(request))
+                access_tokens.record_refresh_reuse(refresh_token, client_address=_client_address(request))
                 return False
             try:
-                request.chittyauth_identity = services.refresh_identity(request.refresh_token_instance)
-            except services.RefreshRefused as refusal:
-                services.refuse_refresh(
+                request.chittyauth_identity = access_tokens.refresh_identity(request.refresh_token_instance)
+            except rules.RefreshRefused as refusal:
+                access_tokens.refuse_refresh(
                     request.refresh_token_instance, refusal, client_address=_client_address(request)
                 )
                 return False
@@ -54,13 +55,13 @@ class ChittyAuthValidator(OAuth2Validator):
     def _create_access_token(self, expires, request, token, source_refresh_token=None):
         """Every access token is a ChittyAuth JWT: minted here, with its session, instead of an opaque string."""
         try:
-            identity = services.token_identity(
+            identity = access_tokens.token_identity(
                 grant_type=request.grant_type,
                 client=request.client,
                 user=request.user,
                 refresh_identity=getattr(request, "chittyauth_identity", None),
             )
-            minted = services.mint_access_token(
+            minted = access_tokens.mint_access_token(
                 client=request.client,
                 identity=identity,
                 scopes=token["scope"].split(),
@@ -69,7 +70,7 @@ class ChittyAuthValidator(OAuth2Validator):
                 client_address=_client_address(request),
                 user_agent=request.headers.get("HTTP_USER_AGENT", ""),
             )
-        except services.OAuthRuleBroken as exc:
+        except rules.OAuthRuleBroken as exc:
             raise errors.CustomOAuth2Error(
                 error=exc.oauth_error, description=exc.message, request=request
             ) from None
@@ -83,7 +84,7 @@ class ChittyAuthValidator(OAuth2Validator):
         token["expires_in"] = minted.expires_in
         token["scope"] = " ".join(minted.scopes)
         access_token = super()._create_access_token(minted.expires_at, request, token, source_refresh_token)
-        services.link_access_token(access_token, minted)
+        access_tokens.link_access_token(access_token, minted)
         return access_token
 
     def revoke_token(self, token, token_type_hint, request, *args, **kwargs) -> None:
@@ -91,6 +92,6 @@ class ChittyAuthValidator(OAuth2Validator):
         session, see `oauth.signals`); the request itself is audited alongside."""
         with transaction.atomic():
             super().revoke_token(token, token_type_hint, request, *args, **kwargs)
-            services.record_revocation_request(
+            access_tokens.record_revocation_request(
                 request.client, token_type_hint, client_address=_client_address(request)
             )

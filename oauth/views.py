@@ -1,5 +1,5 @@
-"""The OAuth endpoints: django-oauth-toolkit's views, with ChittyAuth's decisions (`oauth.services`) plugged in
-where a person consents, a token request is refused, a resource server introspects, or a client registers."""
+"""The OAuth endpoints: django-oauth-toolkit's views, with ChittyAuth's decisions (`oauth.rules`,
+`oauth.consent`, `oauth.access_tokens`, `oauth.clients`) plugged in where a person consents, a token request is refused, a resource server introspects, or a client registers."""
 
 import base64
 import binascii
@@ -25,7 +25,7 @@ from oauthlib.oauth2.rfc6749 import errors
 
 from kernel.errors import PermissionDenied, ServiceError
 from keys.credentials import CredentialRejected
-from oauth import services
+from oauth import access_tokens, clients, consent, rules
 
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 ERROR_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -77,14 +77,14 @@ class ConsentView(toolkit.AuthorizationView):
 
     def get(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         try:
-            self.identity = services.consenting_identity(request.user)
+            self.identity = consent.consenting_identity(request.user)
         except ServiceError as exc:
             return self._refusal(request, exc)
         return super().get(request, *args, **kwargs)
 
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         try:
-            self.identity = services.consenting_identity(request.user)
+            self.identity = consent.consenting_identity(request.user)
         except ServiceError as exc:
             return self._refusal(request, exc)
         return super().post(request, *args, **kwargs)
@@ -95,17 +95,17 @@ class ConsentView(toolkit.AuthorizationView):
     def validate_authorization_request(self, request: HttpRequest):
         scopes, credentials = super().validate_authorization_request(request)
         try:
-            services.check_authorization_request(
+            consent.check_authorization_request(
                 credentials.get("code_challenge_method"), request.GET.getlist("resource")
             )
-            scopes = services.authorization_scopes(
+            scopes = consent.authorization_scopes(
                 credentials["client_id"],
                 self.identity,
                 scopes,
                 named="scope" in request.GET,
                 client_address=_client_address(request),
             )
-        except services.OAuthRuleBroken as exc:
+        except rules.OAuthRuleBroken as exc:
             error = errors.CustomOAuth2Error(
                 error=exc.oauth_error, description=exc.message, state=credentials.get("state")
             )
@@ -118,10 +118,10 @@ class ConsentView(toolkit.AuthorizationView):
         """Consent given or refused, audited with the code it produced (or the refusal) in one transaction."""
         try:
             with transaction.atomic():
-                services.check_authorization_request(
+                consent.check_authorization_request(
                     credentials.get("code_challenge_method"), credentials.get("resource") or []
                 )
-                services.authorization_scopes(
+                consent.authorization_scopes(
                     credentials["client_id"],
                     self.identity,
                     scopes.split(),
@@ -130,7 +130,7 @@ class ConsentView(toolkit.AuthorizationView):
                 )
                 response = super().create_authorization_response(request, scopes, credentials, allow)
                 self._record_consent(request, scopes, credentials, allowed=True)
-        except services.OAuthRuleBroken as exc:
+        except rules.OAuthRuleBroken as exc:
             self._record_consent(request, scopes, credentials, allowed=False, error=exc.oauth_error)
             error = errors.CustomOAuth2Error(
                 error=exc.oauth_error, description=exc.message, state=credentials.get("state")
@@ -144,7 +144,7 @@ class ConsentView(toolkit.AuthorizationView):
     def _record_consent(
         self, request: HttpRequest, scopes: str, credentials: dict, *, allowed: bool, error: str = ""
     ) -> None:
-        services.record_consent(
+        consent.record_consent(
             request.user,
             self.identity,
             credentials["client_id"],
@@ -157,7 +157,7 @@ class ConsentView(toolkit.AuthorizationView):
     def get_context_data(self, **kwargs) -> dict:
         context = super().get_context_data(**kwargs)
         context["identity"] = self.identity
-        context["consent_scopes"] = services.consent_scopes(kwargs.get("scopes", []))
+        context["consent_scopes"] = consent.consent_scopes(kwargs.get("scopes", []))
         return context
 
 
@@ -170,7 +170,7 @@ class TokenView(toolkit.TokenView):
         if status != 200:
             headers = {**ERROR_HEADERS, **headers}
             error, description = _error_fields(body)
-            services.record_token_refusal(
+            access_tokens.record_token_refusal(
                 error=error,
                 description=description,
                 grant_type=request.POST.get("grant_type", ""),
@@ -187,7 +187,7 @@ class RevokeView(toolkit.RevokeTokenView):
         url, headers, body, status = super().create_revocation_response(request)
         if status != 200:
             error, description = _error_fields(body)
-            services.record_token_refusal(
+            access_tokens.record_token_refusal(
                 error=error,
                 description=description,
                 grant_type="revocation",
@@ -220,7 +220,7 @@ class IntrospectView(View):
     def post(self, request: HttpRequest) -> JsonResponse:
         client = _authenticated_client(request)
         if client is None:
-            services.record_token_refusal(
+            access_tokens.record_token_refusal(
                 error="invalid_client",
                 grant_type="introspection",
                 client_id=_presented_client_id(request),
@@ -236,16 +236,16 @@ class IntrospectView(View):
             return JsonResponse(
                 {"error": "invalid_request", "error_description": "token is required"}, status=400
             )
-        answer = services.introspect(client, token, client_address=_client_address(request))
+        answer = access_tokens.introspect(client, token, client_address=_client_address(request))
         return JsonResponse(answer, headers={"Cache-Control": "no-store"})
 
 
 class RegistrationView(toolkit.DynamicClientRegistrationView):
-    """RFC 7591 registration, authorized by `services.authorize_registration` and audited with the client."""
+    """RFC 7591 registration, authorized by `clients.authorize_registration` and audited with the client."""
 
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         try:
-            registrar = services.authorize_registration(
+            registrar = clients.authorize_registration(
                 request.META.get("HTTP_AUTHORIZATION", ""),
                 client_address=_client_address(request),
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
@@ -257,7 +257,7 @@ class RegistrationView(toolkit.DynamicClientRegistrationView):
         with transaction.atomic():
             response = _metadata_parsed(super().post, request, *args, **kwargs)
             if response.status_code == 201:
-                services.record_registration(
+                clients.record_registration(
                     json.loads(response.content)["client_id"],
                     registrar=registrar,
                     client_address=_client_address(request),
@@ -295,7 +295,7 @@ class RegistrationManagementView(toolkit.DynamicClientRegistrationManagementView
         with transaction.atomic():
             response = _metadata_parsed(super().put, request, client_id, *args, **kwargs)
             if response.status_code == 200:
-                services.record_registration_change(
+                clients.record_registration_change(
                     client_id, "update", client_address=_client_address(request)
                 )
         return response
@@ -304,7 +304,7 @@ class RegistrationManagementView(toolkit.DynamicClientRegistrationManagementView
         with transaction.atomic():
             response = super().delete(request, client_id, *args, **kwargs)
             if response.status_code == 204:
-                services.record_registration_change(
+                clients.record_registration_change(
                     client_id, "delete", client_address=_client_address(request)
                 )
         return response

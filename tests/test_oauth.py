@@ -32,8 +32,8 @@ from kernel.callers import Caller
 from kernel.errors import PermissionDenied, ValidationFailed
 from keys.services import generate_api_key
 from keys.tokens import validate_jwt
+from oauth.clients import create_service_client, revoke_client
 from oauth.models import Client, IssuedAccessToken
-from oauth.services import create_service_client, revoke_client
 from oauth.validators import ChittyAuthValidator
 from sessions.models import AuthSession
 

@@ -14,7 +14,7 @@ from django.test import Client as Browser
 from grants.services import grant_permission
 from identities.staff_links import link_staff_user
 from kernel.callers import Caller
-from oauth.services import create_service_client
+from oauth.clients import create_service_client
 
 PERSON = "CHITTY-PEO-AUTHLIB1-A"
 SERVICE = "CHITTY-PEO-AUTHLIBSVC1-A"

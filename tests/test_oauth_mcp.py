@@ -42,7 +42,7 @@ from kernel.callers import Caller
 from grants.services import grant_permission
 from identities.services import register_identity
 from identities.staff_links import link_staff_user
-from oauth.services import create_service_client
+from oauth.clients import create_service_client
 
 system = Caller.system("oauth-mcp-tests")
 for chitty_id in ({PERSON!r}, {SERVICE!r}):
