@@ -114,6 +114,17 @@ def browser(client, staff):
     return client
 
 
+@pytest.fixture
+def narrow_browser(client, django_user_model, make_identity):
+    """Signed in as a staff login linked to OTHER, who holds only api_keys:generate."""
+    make_identity(OTHER)
+    grant(OTHER, "api_keys:generate")
+    user = django_user_model.objects.create_user("bob-staff", password=PASSWORD, is_staff=True)
+    link_staff_user(Caller.system("tests"), user, OTHER)
+    client.force_login(user)
+    return client
+
+
 def authorization(client_id: str, challenge: Pkce, **params) -> dict:
     query = {
         "response_type": "code",
@@ -227,16 +238,12 @@ class TestRegistration:
         event = AuditEvent.objects.get(action="oauth.client.register")
         assert (event.target, event.details["source"]) == (body["client_id"], "dcr")
 
-    def test_scopes_a_client_registers_with_widen_nothing(self, client, django_user_model, make_identity):
+    def test_scopes_a_client_registers_with_widen_nothing(self, narrow_browser):
+        client = narrow_browser
         response = register(client, scope="* tokens:manage")
         assert response.status_code == 201, response.content
         client_id = response.json()["client_id"]
         assert Client.objects.get(client_id=client_id).allowed_scopes == []
-        make_identity(OTHER)
-        grant(OTHER, "api_keys:generate")
-        user = django_user_model.objects.create_user("bob-staff", password=PASSWORD, is_staff=True)
-        link_staff_user(Caller.system("tests"), user, OTHER)
-        client.force_login(user)
         refused = redirect_query(
             client.get("/o/authorize/", authorization(client_id, pkce(), scope="tokens:manage"))
         )
@@ -353,15 +360,9 @@ class TestAuthorizationCode:
         narrow = authorized_tokens(browser, public_client, scope="api_keys:generate")["access_token"]
         assert bearer(narrow).get("/api/v1/identities").status_code == 403
 
-    def test_scopes_beyond_the_grants_are_refused_and_the_default_is_what_is_held(
-        self, client, django_user_model, make_identity
-    ):
-        make_identity(OTHER)
-        grant(OTHER, "api_keys:generate")
-        user = django_user_model.objects.create_user("bob-staff", password=PASSWORD, is_staff=True)
-        link_staff_user(Caller.system("tests"), user, OTHER)
+    def test_scopes_beyond_the_grants_are_refused_and_the_default_is_what_is_held(self, narrow_browser):
+        client = narrow_browser
         client_id = register(client).json()["client_id"]
-        client.force_login(user)
         for scope in ("* identities:read", "audit:read", "api_keys:*"):
             refused = redirect_query(
                 client.get("/o/authorize/", authorization(client_id, pkce(), scope=scope))
@@ -375,15 +376,9 @@ class TestAuthorizationCode:
         tokens = authorized_tokens(client, client_id, scope=None)
         assert claims_of(tokens["access_token"])["scope"] == tokens["scope"] == "api_keys:generate"
 
-    def test_a_consent_form_tampered_to_ask_for_more_is_refused(
-        self, client, django_user_model, make_identity
-    ):
-        make_identity(OTHER)
-        grant(OTHER, "api_keys:generate")
-        user = django_user_model.objects.create_user("bob-staff", password=PASSWORD, is_staff=True)
-        link_staff_user(Caller.system("tests"), user, OTHER)
+    def test_a_consent_form_tampered_to_ask_for_more_is_refused(self, narrow_browser):
+        client = narrow_browser
         client_id = register(client).json()["client_id"]
-        client.force_login(user)
         query = authorization(client_id, pkce(), scope="api_keys:generate")
         page = client.get("/o/authorize/", query)
         form = {field.name: field.value() or "" for field in page.context["form"] if field.is_hidden}
@@ -637,16 +632,10 @@ class TestRefresh:
         assert narrower.status_code == 200, narrower.content
         assert claims_of(narrower.json()["access_token"])["scope"] == "*:read"
 
-    def test_a_refresh_after_a_grant_is_revoked_cannot_keep_the_scope(
-        self, client, django_user_model, make_identity
-    ):
-        make_identity(OTHER)
-        grant(OTHER, "api_keys:generate")
+    def test_a_refresh_after_a_grant_is_revoked_cannot_keep_the_scope(self, narrow_browser):
+        client = narrow_browser
         grant(OTHER, "audit:read")
-        user = django_user_model.objects.create_user("bob-staff", password=PASSWORD, is_staff=True)
-        link_staff_user(Caller.system("tests"), user, OTHER)
         client_id = register(client).json()["client_id"]
-        client.force_login(user)
         tokens = authorized_tokens(client, client_id, scope="audit:read api_keys:generate")
         audit_grant = GrantRecord.objects.get(principal__chitty_id=OTHER, permission="audit:read")
         revoke_grant(Caller.system("tests"), audit_grant.pk)
