@@ -25,7 +25,6 @@ from bench.harness import Ratio, interleaved, interleaved_cold, median
 from grants.checks import check_permission
 from grants.models import Grant
 from identities.models import Identity
-from identities.services import register_identity
 from kernel.callers import Caller
 from kernel.security_epoch import bump_now
 from keys import verification as key_verification
@@ -34,6 +33,7 @@ from keys.services import generate_api_key, verify_api_key
 from keys.signing_keys import leeway_seconds
 from keys.token_format import HS256, JWT_TYP, REQUIRED_CLAIMS
 from keys.tokens import generate_jwt, verify_jwt
+from principals.services import register_identity
 
 PRINCIPAL = "CHITTY-PEO-BENCHMAIN-A"
 OTHER_PRINCIPALS = 999

@@ -230,9 +230,9 @@ def seed_validation_cast(
     from django.core.management import call_command
 
     from grants.services import grant_permission
-    from identities.services import register_identity
     from kernel.callers import Caller
     from keys.services import generate_api_key
+    from principals.services import register_identity
 
     call_command("migrate", interactive=False, verbosity=0)
     cache.clear()

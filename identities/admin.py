@@ -9,11 +9,12 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
-from identities import services, staff_links
+from identities import staff_links
 from identities.models import Identity, StaffLink
 from identities.selectors import suspension_cascade
 from kernel.callers import Caller
 from kernel.errors import ServiceError
+from principals import services
 
 
 def staff_caller(request: HttpRequest) -> Caller:

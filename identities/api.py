@@ -6,7 +6,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from identities import services
 from identities.serializers import (
     IdentityListQuerySerializer,
     IdentitySerializer,
@@ -14,6 +13,7 @@ from identities.serializers import (
     StatusChangeSerializer,
 )
 from kernel.rest import validated
+from principals import services
 
 
 class IdentityListView(APIView):

@@ -26,12 +26,12 @@ from grants.models import Grant
 from identities import authority
 from identities.authority import AuthorityAnswer
 from identities.models import Identity
-from identities.services import suspend_identity
 from jobs.models import JobRun
 from kernel.callers import Caller
 from kernel.errors import AuthorityUnavailable, Conflict
 from kernel.security_epoch import bump_epoch
 from keys.models import ApiKey, RevokedToken
+from principals.services import suspend_identity
 from sessions.models import AuthSession
 from sessions.services import close_live_connections
 

@@ -15,7 +15,6 @@ from grants.checks import authorize, authorized_principal, refuse_unheld_scopes
 from grants.permissions import WILDCARD, normalize_scope
 from identities.chitty_ids import parse_chitty_id
 from identities.models import Identity
-from identities.services import resolve_principal
 from kernel.callers import Caller
 from kernel.errors import Conflict, NotFound, ValidationFailed
 from kernel.security_epoch import bump_epoch
@@ -33,6 +32,7 @@ from keys.usage import count_use
 from keys.usage import flush_usage as flush_usage
 from keys.verification import KeyVerification, evaluate_api_key
 from keys.verification import verify_api_key as verify_api_key
+from principals.services import resolve_principal
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from audit.services import record
 from grants.checks import authorize, bounded_by_grants, caller_may, held_scopes, refuse_unheld_scopes
 from grants.permissions import WILDCARD, normalize_scope
 from identities.models import Identity
-from identities.services import resolve_principal
 from kernel.callers import Caller
 from kernel.errors import ValidationFailed
 from kernel.security_epoch import bump_epoch, current_epoch
@@ -40,6 +39,7 @@ from keys.token_verification import (
     verified_claims,
     verify_jwt,
 )
+from principals.services import resolve_principal
 from sessions.models import AuthSession
 from sessions.services import end_sessions_of_credential, open_session
 

@@ -28,7 +28,6 @@ from audit.models import AuditEvent
 from audit.services import record
 from grants.checks import bounded_by_grants, caller_may
 from identities.models import Identity
-from identities.services import resolve_principal
 from kernel.callers import Caller
 from kernel.errors import PermissionDenied, ValidationFailed
 from keys.models import RevokedToken
@@ -48,6 +47,7 @@ from oauth.rules import (
     refuse_unheld_token_scopes,
     token_audience,
 )
+from principals.services import resolve_principal
 from sessions.models import AuthSession
 from sessions.services import end_sessions_of_credential, open_session
 

@@ -12,7 +12,6 @@ from oauth2_provider.models import get_access_token_model, get_grant_model, get_
 from audit.services import record
 from grants.checks import authorize, refuse_unheld_scopes
 from grants.permissions import WILDCARD
-from identities.services import resolve_principal
 from kernel.callers import Caller
 from kernel.errors import ValidationFailed
 from keys.credentials import authenticate_authorization_header
@@ -21,6 +20,7 @@ from oauth.models import Client
 from oauth.rules import (
     normalized_scopes,
 )
+from principals.services import resolve_principal
 
 
 @dataclass(frozen=True)

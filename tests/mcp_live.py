@@ -74,7 +74,7 @@ _SEED = f"""
 import json
 from kernel.callers import Caller
 from grants.services import grant_permission
-from identities.services import register_identity
+from principals.services import register_identity
 from keys.services import generate_api_key
 
 system = Caller.system("mcp-tests")

@@ -15,7 +15,6 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from grants.services import grant_permission
 from identities.models import Identity
-from identities.services import change_status, reactivate_identity, suspend_identity
 from kernel.callers import Caller
 from kernel.errors import (
     AuthorityUnavailable,
@@ -51,6 +50,7 @@ from keys.services import (
     validate_api_key,
     verify_api_key,
 )
+from principals.services import change_status, reactivate_identity, suspend_identity
 
 SYSTEM = Caller.system("tests")
 KEY_RE = re.compile(r"chitty_(live|test)_[0-9A-Za-z]{43}[0-9A-Za-z]{6}")

@@ -26,7 +26,7 @@ from django.test import Client
 from audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
 from audit.services import ChainVerdict, canonical_event_json, chain_hash, event_hash, record, verify_chain
 from identities.models import Identity
-from identities.services import register_identity
+from principals.services import register_identity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TABLE = AuditEvent._meta.db_table

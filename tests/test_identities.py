@@ -18,16 +18,16 @@ from audit.services import verify_chain
 from identities.authority import verify_chitty_id
 from identities.chitty_ids import InvalidChittyID
 from identities.models import Identity
-from identities.services import (
+from kernel.callers import Caller
+from kernel.errors import AuthorityUnavailable, Conflict, PermissionDenied, ValidationFailed
+from kernel.security_epoch import current_epoch
+from principals.services import (
     change_status,
     reactivate_identity,
     register_identity,
     resolve_principal,
     suspend_identity,
 )
-from kernel.callers import Caller
-from kernel.errors import AuthorityUnavailable, Conflict, PermissionDenied, ValidationFailed
-from kernel.security_epoch import current_epoch
 from sessions.models import AuthSession
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,6 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from grants.services import grant_permission
-from identities.services import suspend_identity
 from kernel.callers import Caller
 from kernel.errors import PermissionDenied, ServiceError, ValidationFailed
 from kernel.security_epoch import bump_now
@@ -47,6 +46,7 @@ from keys.tokens import (
     validate_jwt,
     verify_jwt,
 )
+from principals.services import suspend_identity
 
 MISSING = object()
 SEVEN_DAYS = 7 * 24 * 3600

@@ -26,7 +26,6 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from grants.models import Grant as GrantRecord
 from grants.services import grant_permission, revoke_grant
-from identities.services import suspend_identity
 from identities.staff_links import link_staff_user
 from kernel.callers import Caller
 from kernel.errors import PermissionDenied, ValidationFailed
@@ -35,6 +34,7 @@ from keys.tokens import validate_jwt
 from oauth.clients import create_service_client, revoke_client
 from oauth.models import Client, IssuedAccessToken
 from oauth.validators import ChittyAuthValidator
+from principals.services import suspend_identity
 from sessions.models import AuthSession
 
 PERSON = "CHITTY-PEO-OAUTH1-A"

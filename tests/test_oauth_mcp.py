@@ -40,7 +40,7 @@ import json
 from django.contrib.auth.models import User
 from kernel.callers import Caller
 from grants.services import grant_permission
-from identities.services import register_identity
+from principals.services import register_identity
 from identities.staff_links import link_staff_user
 from oauth.clients import create_service_client
 

@@ -18,13 +18,13 @@ from audit.models import AuditEvent
 from chittyauth_site import asgi
 from grants.services import grant_permission
 from identities.models import Identity
-from identities.services import suspend_identity
 from kernel.callers import Caller
 from kernel.security_epoch import current_epoch
 from keys.fast_path import MAX_BODY_BYTES, with_rest_fast_path
 from keys.models import ApiKey
 from keys.services import flush_usage, generate_api_key, revoke_api_key
 from keys.tokens import generate_jwt, revoke_jwt
+from principals.services import suspend_identity
 from tests.mcp_live import ADMIN, BOB, base_env, daphne_server, rest, service_database
 
 pytestmark = pytest.mark.django_db

@@ -10,11 +10,11 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from grants.services import grant_permission
-from identities.services import suspend_identity
 from kernel.callers import Caller
 from keys.credentials import authenticate_bearer
 from keys.services import generate_api_key
 from mcp_endpoint.connections import TOUCH_INTERVAL_SECONDS, ConnectionSession
+from principals.services import suspend_identity
 from sessions.models import AuthSession
 from sessions.services import open_session
 

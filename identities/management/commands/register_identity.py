@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from identities.services import register_identity
 from kernel.callers import Caller
 from kernel.errors import ServiceError
+from principals.services import register_identity
 
 
 class Command(BaseCommand):

@@ -3,10 +3,10 @@ from django.db import transaction
 
 from grants.models import Grant
 from grants.services import grant_permission
-from identities.services import register_identity
 from kernel.callers import Caller
 from kernel.errors import ServiceError
 from keys.services import generate_api_key
+from principals.services import register_identity
 
 
 class Command(BaseCommand):
