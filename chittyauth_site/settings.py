@@ -204,6 +204,9 @@ CHITTYID_CACHE_SECONDS = _env_int("CHITTYID_CACHE_SECONDS", 60)
 
 SESSION_TIMEOUT = _env_int("SESSION_TIMEOUT", 3600)
 # Live sessions one principal may hold (0: no limit); past it, end the oldest or refuse the newest.
+# Entries per hot-path cache in each process (keys, tokens, principals' grants, REST sessions); least
+# recently used go first. README "Caches" gives the memory an entry costs.
+HOT_CACHE_MAX_ENTRIES = _env_int("HOT_CACHE_MAX_ENTRIES", 50_000)
 MAX_SESSIONS_PER_PRINCIPAL = _env_int("MAX_SESSIONS_PER_PRINCIPAL", 0)
 SESSION_LIMIT_POLICY = os.environ.get("SESSION_LIMIT_POLICY", "end_oldest")
 if SESSION_LIMIT_POLICY not in ("end_oldest", "refuse_newest"):

@@ -1,12 +1,11 @@
 """The hot-path permission checks every interface and service relies on.
 
-Each process keeps a principal's live grants and its recent decisions in memory, tagged with the shared
-security epoch: any grant, revocation or status change anywhere bumps the epoch and the next check reloads
-from the database. Expiry is judged against the clock on every check, so an expired grant never allows,
-even before cleanup deletes it.
+Each process keeps a principal's live grants and its recent decisions in memory (least recently used principals
+evicted first), depending on the principal's invalidation topic: a grant made or revoked, or a status change,
+anywhere, makes that principal's next check reload from the database, and no other principal's. Expiry is
+judged against the clock on every check, so an expired grant never allows, even before cleanup deletes it.
 """
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,12 +17,12 @@ from grants.permissions import WILDCARD, covers, intersection, widest
 from identities.chitty_ids import parse_chitty_id
 from identities.models import Identity
 from identities.selectors import get_identity
+from kernel.bounded_cache import BoundedCache
 from kernel.callers import Caller
 from kernel.errors import PermissionDenied, ValidationFailed
+from kernel.invalidation import current_stamp, is_fresh, principal_topic
 from kernel.memory_only import needs_io
-from kernel.security_epoch import current_epoch
 
-MAX_CACHED_PRINCIPALS = 10_000
 MAX_CACHED_DECISIONS = 256
 
 
@@ -45,23 +44,26 @@ class Decision:
 
 
 class _PrincipalGrants:
-    __slots__ = ("decisions", "epoch", "grants", "is_active")
+    __slots__ = ("decisions", "grants", "identity_pk", "is_active", "stamp", "topics")
 
-    def __init__(self, epoch: int, is_active: bool, grants: list[LiveGrant]) -> None:
-        self.epoch = epoch
+    def __init__(
+        self, identity: Identity, stamp: int | None, is_active: bool, grants: list[LiveGrant]
+    ) -> None:
+        self.identity_pk = identity.pk
+        self.stamp = stamp
+        self.topics = (principal_topic(identity.chitty_id),)
         self.is_active = is_active
         self.grants = grants
         self.decisions: dict[tuple[str, str], Decision] = {}
 
 
-_cache: dict[int, _PrincipalGrants] = {}
-_cache_lock = threading.Lock()
+_cache: BoundedCache[str, _PrincipalGrants] = BoundedCache()
 
 
-def _load(identity_pk: int, epoch: int) -> _PrincipalGrants:
+def _load(identity: Identity, stamp: int | None) -> _PrincipalGrants:
     now = timezone.now()
-    status = Identity.objects.filter(pk=identity_pk).values_list("status", flat=True).first()
-    rows = Grant.objects.filter(principal_id=identity_pk, revoked_at__isnull=True).exclude(
+    status = Identity.objects.filter(pk=identity.pk).values_list("status", flat=True).first()
+    rows = Grant.objects.filter(principal_id=identity.pk, revoked_at__isnull=True).exclude(
         expires_at__lte=now
     )
     grants = [
@@ -70,19 +72,16 @@ def _load(identity_pk: int, epoch: int) -> _PrincipalGrants:
             "pk", "permission", "resource_id", "expires_at"
         )
     ]
-    return _PrincipalGrants(epoch, status == Identity.Status.ACTIVE, grants)
+    return _PrincipalGrants(identity, stamp, status == Identity.Status.ACTIVE, grants)
 
 
-def _principal_grants(identity_pk: int) -> _PrincipalGrants:
-    epoch = current_epoch()
-    entry = _cache.get(identity_pk)
-    if entry is None or entry.epoch != epoch:
+def _principal_grants(identity: Identity) -> _PrincipalGrants:
+    entry = _cache.get(identity.chitty_id)
+    if entry is None or entry.identity_pk != identity.pk or not is_fresh(entry.stamp, entry.topics):
         needs_io("grants lookup")
-        entry = _load(identity_pk, epoch)
-        with _cache_lock:
-            if len(_cache) >= MAX_CACHED_PRINCIPALS:
-                _cache.clear()
-            _cache[identity_pk] = entry
+        entry = _load(identity, current_stamp())
+        if entry.stamp is not None:
+            _cache.put(identity.chitty_id, entry)
     return entry
 
 
@@ -101,7 +100,7 @@ def _decide(entry: _PrincipalGrants, permission: str, resource_id: str, now: dat
 
 def check_permission(identity: Identity, permission: str, resource_id: str = "") -> Decision:
     """Does the principal hold `permission` (on `resource_id`, if given) right now, by its grants alone?"""
-    entry = _principal_grants(identity.pk)
+    entry = _principal_grants(identity)
     now = timezone.now()
     key = (permission, resource_id)
     decision = entry.decisions.get(key)
@@ -210,7 +209,7 @@ def _record_scope_refusal(caller: Caller, principal: Identity, scope: str, actio
 
 def _backing_grants(principal: Identity) -> list[LiveGrant]:
     """The live grants that can stand behind a credential scope: on any resource, of an active principal."""
-    entry = _principal_grants(principal.pk)
+    entry = _principal_grants(principal)
     if not entry.is_active:
         return []
     now = timezone.now()
@@ -248,7 +247,7 @@ def caller_covers(caller: Caller, pattern: str, resource_id: str = "") -> bool:
         return True
     if caller.identity is None or not any(covers(scope, pattern) for scope in caller.scopes):
         return False
-    entry = _principal_grants(caller.identity.pk)
+    entry = _principal_grants(caller.identity)
     now = timezone.now()
     return entry.is_active and any(
         covers(grant.permission, pattern)

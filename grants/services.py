@@ -1,6 +1,7 @@
 """Granting and revoking permissions, and answering questions about a principal's grants.
 
-Every change bumps the security epoch inside its transaction, so cached checks everywhere see it next call.
+Every change invalidates its principal's topic inside its transaction, so that principal's cached checks
+everywhere see it on their next call (and no other principal's are dropped).
 """
 
 from datetime import datetime
@@ -16,7 +17,7 @@ from identities.chitty_ids import parse_chitty_id
 from identities.selectors import get_identity
 from kernel.callers import Caller
 from kernel.errors import NotFound, PermissionDenied, ValidationFailed
-from kernel.security_epoch import bump_epoch
+from kernel.invalidation import invalidate, principal_topic
 
 
 def grant_permission(
@@ -86,7 +87,7 @@ def grant_permission(
                 "exempt": caller.is_exempt,
             },
         )
-        bump_epoch()
+        invalidate(principal_topic(grantee.chitty_id))
     return grant
 
 
@@ -109,7 +110,7 @@ def revoke_grant(caller: Caller, grant_id: int) -> Grant:
             client_address=caller.client_address,
             details={"grant_id": grant.pk, "permission": grant.permission, "resource_id": grant.resource_id},
         )
-        bump_epoch()
+        invalidate(principal_topic(grant.principal.chitty_id))
     return grant
 
 

@@ -29,7 +29,7 @@ from identities.models import Identity
 from jobs.models import JobRun
 from kernel.callers import Caller
 from kernel.errors import AuthorityUnavailable, Conflict
-from kernel.security_epoch import bump_epoch
+from kernel.invalidation import invalidate, session_topic
 from keys.models import ApiKey, RevokedToken
 from principals.services import suspend_identity
 from sessions.models import AuthSession
@@ -257,14 +257,15 @@ def _exactly(pks: list[int], field: str = "pk") -> dict:
 
 def _end_sessions(condition: Q, *, reason: str, actor: str, progress: Progress | None) -> int:
     """End sessions in bulk. Their live connections are told after each batch commits, on every node, and
-    the epoch moves so connections that missed the message re-check their session on their next one."""
+    each ended session is invalidated, so connections that missed the message re-check it on their next one."""
 
     def end(rows: list[tuple]) -> int:
         ended = AuthSession.objects.filter(**_exactly([pk for pk, _ in rows])).update(
             ended_at=timezone.now(), end_reason=reason, ended_by=actor
         )
-        bump_epoch()
-        transaction.on_commit(partial(close_live_connections, [session_id for _, session_id in rows], reason))
+        session_ids = [session_id for _, session_id in rows]
+        invalidate(*map(session_topic, session_ids))
+        transaction.on_commit(partial(close_live_connections, session_ids, reason))
         return ended
 
     return _in_batches(

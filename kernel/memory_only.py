@@ -6,7 +6,7 @@ What a memory answer changes (a use to count) is registered with `when_answered(
 whole block has succeeded, so a block that authenticates a caller and then needs I/O for the answer changes
 nothing, and running it again elsewhere counts nothing twice.
 
-A value every check in one answer should see the same (the security epoch) is read once per answer with
+A value every check in one answer should see the same (the invalidation stamp) is read once per answer with
 `fixed_for_this_answer()`.
 
 This lets an MCP connection answer a read-only tool call on its event loop, and the REST fast path answer a

@@ -17,7 +17,7 @@ from identities.chitty_ids import parse_chitty_id
 from identities.models import Identity
 from kernel.callers import Caller
 from kernel.errors import Conflict, NotFound, ValidationFailed
-from kernel.security_epoch import bump_epoch
+from kernel.invalidation import invalidate, key_topic
 from keys.key_format import (
     ENVIRONMENTS,
     InvalidApiKey,
@@ -185,7 +185,7 @@ def revoke_api_key(caller: Caller, key_id: str, *, reason: str = "") -> ApiKey:
             client_address=caller.client_address,
             details={**_audit_details(api_key), "reason": reason},
         )
-        bump_epoch()
+        invalidate(key_topic(api_key.key_id))
     return api_key
 
 
@@ -243,7 +243,7 @@ def rotate_api_key(caller: Caller, key_id: str, *, overlap_seconds: int | None =
                 "old_key_valid_until": old_key.revoked_at.isoformat(),
             },
         )
-        bump_epoch()
+        invalidate(key_topic(old_key.key_id))
     return issued
 
 

@@ -4,8 +4,8 @@ Exactly one key is active and signs new tokens. Rotation retires the active key 
 until every token it signed has expired, so verification (here and by relying parties reading the JWKS)
 accepts tokens from any published key. Private keys are stored encrypted with Fernet under a key from the
 environment (`SIGNING_KEY_ENCRYPTION_KEY`; a comma-separated list rotates it: the first encrypts, all
-decrypt). Each process holds the published keys in memory, tagged with the shared security epoch that
-rotation bumps, so verification needs no database query while nothing changes.
+decrypt). Each process holds the published keys in memory until a change to the key set (the `signing-keys`
+invalidation topic) drops it; rotation also drops the cached tokens of the retired kid, and only those.
 """
 
 import base64
@@ -31,8 +31,8 @@ from audit.services import record
 from grants.checks import authorize
 from kernel.callers import Caller
 from kernel.errors import Conflict, ServiceError, ValidationFailed
+from kernel.invalidation import SIGNING_KEYS, current_stamp, invalidate, is_fresh, signing_key_topic
 from kernel.memory_only import needs_io
-from kernel.security_epoch import bump_epoch, current_epoch
 from keys.models import SigningKey
 
 logger = logging.getLogger(__name__)
@@ -88,10 +88,10 @@ class ActiveKey:
 
 
 class _KeyRing:
-    __slots__ = ("active", "epoch", "keys")
+    __slots__ = ("active", "keys", "stamp")
 
-    def __init__(self, epoch: int, keys: dict[str, PublishedKey]) -> None:
-        self.epoch = epoch
+    def __init__(self, stamp: int | None, keys: dict[str, PublishedKey]) -> None:
+        self.stamp = stamp
         self.keys = keys
         self.active: ActiveKey | None = None
 
@@ -229,7 +229,7 @@ def rotate_signing_key(caller: Caller, algorithm: str = DEFAULT_ALGORITHM) -> Si
                     "retired_published_until": publish_until.isoformat() if retired else None,
                 },
             )
-            bump_epoch()
+            invalidate(SIGNING_KEYS, *(signing_key_topic(old.kid) for old in retired))
     except IntegrityError:
         raise Conflict(
             "Another signing key was activated at the same moment; try again", code="SIGNING_KEY_CONFLICT"
@@ -257,14 +257,14 @@ def active_signing_key() -> SigningKey:
                 target=active.kid,
                 details={"kid": active.kid, "algorithm": algorithm, "reason": "first use"},
             )
-            bump_epoch()
+            invalidate(SIGNING_KEYS)
     except IntegrityError:
         # Another process created the first key at the same moment: use that one.
         return SigningKey.objects.get(is_active=True)
     return active
 
 
-def _load_ring(epoch: int) -> _KeyRing:
+def _load_ring(stamp: int | None) -> _KeyRing:
     rows = SigningKey.objects.filter(Q(is_active=True) | Q(publish_until__gt=timezone.now()))
     keys = {}
     for row in rows.only("kid", "algorithm", "public_jwk", "is_active", "publish_until"):
@@ -272,35 +272,34 @@ def _load_ring(epoch: int) -> _KeyRing:
         keys[row.kid] = PublishedKey(
             row.kid, row.algorithm, public_key, row.public_jwk, row.is_active, row.publish_until
         )
-    return _KeyRing(epoch, keys)
+    return _KeyRing(stamp, keys)
 
 
-def _key_ring(epoch: int | None = None) -> _KeyRing:
+def _key_ring() -> _KeyRing:
     global _ring
-    epoch = current_epoch() if epoch is None else epoch
     ring = _ring
-    if ring is None or ring.epoch != epoch:
+    if ring is None or not is_fresh(ring.stamp, (SIGNING_KEYS,)):
         needs_io("signing keys")
-        ring = _ring = _load_ring(epoch)
+        ring = _ring = _load_ring(current_stamp())
     return ring
 
 
-def published_key(kid: str, *, epoch: int | None = None) -> PublishedKey | None:
-    """The published key named `kid`, or None. Pass the epoch already read for this request, if any."""
-    published = _key_ring(epoch).keys.get(kid)
+def published_key(kid: str) -> PublishedKey | None:
+    """The published key named `kid`, or None."""
+    published = _key_ring().keys.get(kid)
     if published is None or not published.is_published(timezone.now()):
         return None
     return published
 
 
 def signing_key_for_issuing() -> ActiveKey:
-    """The active key with its private half decrypted, cached per process until the next epoch."""
+    """The active key with its private half decrypted, cached per process until the key set changes."""
     ring = _key_ring()
     if ring.active is not None:
         return ring.active
     signing_key = active_signing_key()
     active = ActiveKey(signing_key.kid, signing_key.algorithm, _decrypt_private_key(signing_key))
-    if ring.epoch == current_epoch():
+    if ring is _ring and is_fresh(ring.stamp, (SIGNING_KEYS,)):
         ring.active = active
     return active
 

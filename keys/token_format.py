@@ -73,9 +73,7 @@ RESERVED_CLAIMS = frozenset(
         "crit",
     }
 )
-MAX_CACHED_ENTRIES = 50_000
 MAX_PRELOADED_REVOCATIONS = 100_000
-MAX_CACHED_TOKENS = 10_000
 ALL_CHECKS = {"require": list(REQUIRED_CLAIMS)}
 # Revoking an expired token is fine: only its signature, issuer and audience must hold.
 ALL_BUT_LIFETIME_CHECKS = {**ALL_CHECKS, "verify_exp": False, "verify_nbf": False, "verify_iat": False}

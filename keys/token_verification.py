@@ -1,9 +1,11 @@
 """Verifying JWTs: the hot path of every bearer-token request.
 
 The algorithm is pinned to the key: a `kid` admits only that published key's algorithm, no `kid` admits only
-HS256. After one read of the shared security epoch, `verify_jwt` answers from per-process caches of revoked
-jtis (the whole set, loaded once per epoch) and principal statuses, which the next revocation or status change
-anywhere invalidates, so revocation takes effect on the very next validation.
+HS256. `verify_jwt` answers from per-process caches (least recently used evicted first) of tokens already found
+valid, principals, and the set of revoked jtis. Each entry depends on invalidation topics: a token on its jti,
+its principal and its signing key; a principal on itself; the revoked set on every revocation. Revoking a jti
+or suspending a principal anywhere therefore drops just what depends on it, and takes effect on the very next
+validation.
 """
 
 import base64
@@ -11,15 +13,25 @@ import binascii
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 from django.conf import settings
 from django.utils import timezone
 
 from identities.models import Identity
+from kernel.bounded_cache import BoundedCache
+from kernel.invalidation import (
+    REVOKED_TOKENS,
+    current_stamp,
+    is_fresh,
+    principal_topic,
+    signing_key_topic,
+    token_topic,
+)
 from kernel.memory_only import needs_io
-from kernel.security_epoch import current_epoch
 from keys.jwt_decoder import DECODER
 from keys.models import RevokedToken
 from keys.signing_keys import (
@@ -32,8 +44,6 @@ from keys.token_format import (
     ALL_CHECKS,
     HS256,
     JWT_TYP,
-    MAX_CACHED_ENTRIES,
-    MAX_CACHED_TOKENS,
     MAX_PRELOADED_REVOCATIONS,
     MAX_TOKEN_CHARS,
     TokenVerification,
@@ -67,7 +77,7 @@ def _unverified_parts(token: object) -> list[str]:
     return parts
 
 
-def _verification_key(header: dict, epoch: int) -> tuple[object, str]:
+def _verification_key(header: dict) -> tuple[object, str]:
     """The one key and algorithm this header may be verified with: the algorithm is pinned per key."""
     algorithm = header.get("alg")
     if not isinstance(algorithm, str) or not algorithm:
@@ -79,7 +89,7 @@ def _verification_key(header: dict, epoch: int) -> tuple[object, str]:
             raise Rejected("ALGORITHM_NOT_ALLOWED", f"A token without kid must be HS256, not {algorithm}")
         return settings.JWT_SECRET, HS256
     kid = header["kid"]
-    key = published_key(kid, epoch=epoch) if is_plausible_kid(kid) else None
+    key = published_key(kid) if is_plausible_kid(kid) else None
     if key is None:
         raise Rejected("UNKNOWN_KID", "The token's kid names no published signing key")
     if algorithm != key.algorithm:
@@ -87,10 +97,10 @@ def _verification_key(header: dict, epoch: int) -> tuple[object, str]:
     return key.public_key, key.algorithm
 
 
-def verified_claims(token: object, epoch: int, *, check_lifetime: bool = True) -> dict:
+def verified_claims(token: object, *, check_lifetime: bool = True) -> dict:
     """The claims of a token we signed, or `Rejected` naming the first failed check."""
     header = _unverified_segment(_unverified_parts(token)[0])
-    key, algorithm = _verification_key(header, epoch)
+    key, algorithm = _verification_key(header)
     try:
         claims = DECODER.decode(
             token,
@@ -125,35 +135,22 @@ def verified_claims(token: object, epoch: int, *, check_lifetime: bool = True) -
     return claims
 
 
-class _VerificationCache:
-    """Answers valid while the security epoch they were filled under lasts: the revoked jtis, principals, and
-    tokens already found valid (keyed by their SHA-256, never the token itself; expiry is rechecked on
-    every hit), so a token presented again costs one epoch read and a lookup.
+@dataclass(frozen=True)
+class _Cached:
+    """A value as of `stamp`, valid while none of `topics` changed since."""
 
-    Every revocation bumps the epoch, so the set of revoked jtis loaded once per epoch stays complete and a
-    fresh token costs no query. Above `MAX_PRELOADED_REVOCATIONS` live entries the set is not held; each
-    unseen jti is then asked about once per epoch instead."""
+    value: Any
+    stamp: int | None
+    topics: tuple[str, ...]
 
-    __slots__ = ("epoch", "principals", "revoked", "revoked_jtis", "revoked_jtis_loaded", "valid_tokens")
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.revoked_jtis_loaded = False
-        self.revoked_jtis: frozenset[str] | None = None
-        self.revoked: dict[str, bool] = {}
-        self.principals: dict[str, Identity | None] = {}
-        self.valid_tokens: dict[bytes, tuple[int, TokenVerification]] = {}
+    def is_fresh(self) -> bool:
+        return is_fresh(self.stamp, self.topics)
 
 
-_verification_cache = _VerificationCache(epoch=-1)
-
-
-def _cache_for(epoch: int) -> _VerificationCache:
-    global _verification_cache
-    cached = _verification_cache
-    if cached.epoch != epoch:
-        cached = _verification_cache = _VerificationCache(epoch)
-    return cached
+_valid_tokens: BoundedCache[bytes, _Cached] = BoundedCache()  # by SHA-256, never the token itself
+_principals: BoundedCache[str, _Cached] = BoundedCache()
+_revoked: BoundedCache[str, _Cached] = BoundedCache()  # per jti, when the whole set is too big to hold
+_revoked_set: list[_Cached] = []  # one entry at most: every live revoked jti, or None when too many
 
 
 def _live_revoked_jtis() -> frozenset[str] | None:
@@ -172,54 +169,54 @@ def _live_revoked_jtis() -> frozenset[str] | None:
     return frozenset(jtis)
 
 
-def _is_revoked(cached: _VerificationCache, jti: str) -> bool:
-    if not cached.revoked_jtis_loaded:
+def _is_revoked(jti: str) -> bool:
+    """From the set of revoked jtis (so a fresh token costs no query), or per jti above its size."""
+    loaded = _revoked_set[0] if _revoked_set else None
+    if loaded is None or not loaded.is_fresh():
         needs_io("revoked tokens")
-        cached.revoked_jtis = _live_revoked_jtis()
-        cached.revoked_jtis_loaded = True
-    if cached.revoked_jtis is not None:
-        return jti in cached.revoked_jtis
-    revoked = cached.revoked.get(jti)
-    if revoked is None:
+        stamp = current_stamp()
+        loaded = _Cached(_live_revoked_jtis(), stamp, (REVOKED_TOKENS,))
+        _revoked_set[:] = [loaded] if stamp is not None else []
+    if loaded.value is not None:
+        return jti in loaded.value
+    known = _revoked.get(jti)
+    if known is None or not known.is_fresh():
         needs_io("revoked token lookup")
-        revoked = RevokedToken.objects.filter(jti=jti).exists()
-        if len(cached.revoked) >= MAX_CACHED_ENTRIES:
-            cached.revoked.clear()
-        cached.revoked[jti] = revoked
-    return revoked
+        known = _Cached(RevokedToken.objects.filter(jti=jti).exists(), current_stamp(), (token_topic(jti),))
+        if known.stamp is not None:
+            _revoked.put(jti, known)
+    return known.value
 
 
-_UNKNOWN = object()
-
-
-def _principal(cached: _VerificationCache, chitty_id: str) -> Identity | None:
-    known = cached.principals.get(chitty_id, _UNKNOWN)
-    if known is not _UNKNOWN:
-        return known
-    needs_io("principal lookup")
-    identity = Identity.objects.filter(chitty_id=chitty_id).first()
-    if len(cached.principals) >= MAX_CACHED_ENTRIES:
-        cached.principals.clear()
-    cached.principals[chitty_id] = identity
-    return identity
+def _principal(chitty_id: str) -> Identity | None:
+    known = _principals.get(chitty_id)
+    if known is None or not known.is_fresh():
+        needs_io("principal lookup")
+        stamp = current_stamp()
+        known = _Cached(
+            Identity.objects.filter(chitty_id=chitty_id).first(), stamp, (principal_topic(chitty_id),)
+        )
+        if stamp is not None:
+            _principals.put(chitty_id, known)
+    return known.value
 
 
 def verify_jwt(token: str) -> TokenVerification:
-    """Check a bearer token completely. Hot path: no caller, no audit, no query while nothing changed."""
-    epoch = current_epoch()
-    cached = _cache_for(epoch)
+    """Check a bearer token completely. Hot path: no caller, no audit, no query while nothing it depends on
+    changed."""
     fingerprint = _fingerprint(token)
-    hit = cached.valid_tokens.get(fingerprint) if fingerprint else None
-    if hit is not None and hit[0] > time.time() - leeway_seconds():
-        return hit[1]
+    hit = _valid_tokens.get(fingerprint) if fingerprint else None
+    if hit is not None and hit.value[0] > time.time() - leeway_seconds() and hit.is_fresh():
+        return hit.value[1]
+    stamp = current_stamp()
     try:
-        claims = verified_claims(token, epoch)
+        claims = verified_claims(token)
     except Rejected as rejection:
         return TokenVerification(False, rejection.code, message=rejection.message)
     chitty_id, jti, expires = claims["sub"], claims["jti"], int(claims["exp"])
     expires_at = datetime.fromtimestamp(expires, tz=UTC)
     # The principal first: suspending it also revokes its JWT sessions' tokens, and this code says more.
-    identity = _principal(cached, chitty_id)
+    identity = _principal(chitty_id)
     if identity is None or not identity.is_active:
         status = identity.status if identity else "not registered"
         return TokenVerification(
@@ -230,7 +227,7 @@ def verify_jwt(token: str) -> TokenVerification:
             expires_at=expires_at,
             message=f"The token's principal {chitty_id} is {status}",
         )
-    if _is_revoked(cached, jti):
+    if _is_revoked(jti):
         return TokenVerification(
             False, "REVOKED", chitty_id, jti, expires_at=expires_at, message="The token has been revoked"
         )
@@ -245,10 +242,16 @@ def verify_jwt(token: str) -> TokenVerification:
         identity,
         "The token is valid",
     )
-    if len(cached.valid_tokens) >= MAX_CACHED_TOKENS:
-        cached.valid_tokens.clear()
-    cached.valid_tokens[fingerprint] = (expires, verification)
+    if stamp is not None and fingerprint is not None:
+        topics = (token_topic(jti), principal_topic(chitty_id), signing_key_topic(_kid(token)))
+        _valid_tokens.put(fingerprint, _Cached((expires, verification), stamp, topics))
     return verification
+
+
+def _kid(token: str) -> str:
+    """The kid of a token that has just verified (none for the HS256 development secret)."""
+    kid = _unverified_segment(_unverified_parts(token)[0]).get("kid")
+    return kid if isinstance(kid, str) else HS256
 
 
 def _fingerprint(token: object) -> bytes | None:

@@ -14,7 +14,7 @@ from grants.permissions import WILDCARD, normalize_scope
 from identities.models import Identity
 from kernel.callers import Caller
 from kernel.errors import ValidationFailed
-from kernel.security_epoch import bump_epoch, current_epoch
+from kernel.invalidation import REVOKED_TOKENS, invalidate, token_topic
 from keys.models import RevokedToken
 from keys.signing_keys import (
     leeway_seconds,
@@ -204,7 +204,7 @@ def _revocation_target(caller: Caller, token: str | None, jti: str | None) -> tu
         # Whoever holds this jti got it at most the maximum lifetime ago.
         return jti, "", now + timedelta(seconds=max_token_lifetime_seconds() + leeway_seconds())
     try:
-        claims = verified_claims(token, current_epoch(), check_lifetime=False)
+        claims = verified_claims(token, check_lifetime=False)
     except Rejected as rejection:
         raise ValidationFailed(
             f"Only a token signed here can be revoked: {rejection.message}",
@@ -228,7 +228,7 @@ def _store_revocation(
     how: str,
     client_address: str | None = None,
 ) -> RevokedToken:
-    """Record a revoked jti once, audited, and bump the epoch so every process sees it on its next check."""
+    """Record a revoked jti once, audited, and invalidate it so every process sees it on its next check."""
     with transaction.atomic():
         revoked, created = RevokedToken.objects.get_or_create(
             jti=jti,
@@ -253,7 +253,7 @@ def _store_revocation(
                     "reason": reason[:255],
                 },
             )
-            bump_epoch()
+            invalidate(token_topic(jti), REVOKED_TOKENS)
     return revoked
 
 

@@ -1,12 +1,11 @@
 """Verifying API keys: the hot path of every request.
 
-Each process keeps recently seen keys in memory, keyed by the key's SHA-256 and tagged with the shared security
-epoch: any revocation, rotation or identity status change anywhere bumps the epoch and the very next
-verification reloads the row. Expiry and the end of a rotation overlap are judged against the clock on every
+Each process keeps recently seen keys in memory (least recently used evicted first), keyed by the key's SHA-256
+and depending on two invalidation topics, the key and its principal: revoking or rotating the key, or a status
+change of its identity, anywhere, makes the very next verification reload that row and no other. Expiry and the end of a rotation overlap are judged against the clock on every
 call. Unknown keys are never cached, so a key is usable the moment it is created.
 """
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -17,8 +16,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from identities.models import Identity
+from kernel.bounded_cache import BoundedCache
+from kernel.invalidation import current_stamp, is_fresh, key_topic, principal_topic
 from kernel.memory_only import needs_io
-from kernel.security_epoch import current_epoch
 from keys.key_format import (
     InvalidApiKey,
     hash_api_key,
@@ -26,8 +26,6 @@ from keys.key_format import (
 )
 from keys.models import ApiKey
 from keys.usage import count_use
-
-MAX_CACHED_KEYS = 10_000
 
 
 class VerificationCode(StrEnum):
@@ -70,17 +68,17 @@ class KeyVerification:
 
 @dataclass(frozen=True)
 class _KeySnapshot:
-    """What verification needs from a key row and its identity, as of one security epoch."""
+    """What verification needs from a key row and its identity, as of one invalidation stamp."""
 
-    epoch: int
+    stamp: int | None
+    topics: tuple[str, str]
     revoked_at: datetime | None
     expires_at: datetime | None
     identity_active: bool
     answer_if_live: KeyVerification
 
 
-_cache: dict[str, _KeySnapshot] = {}
-_cache_lock = threading.Lock()
+_cache: BoundedCache[str, _KeySnapshot] = BoundedCache()
 
 # The cold lookup reads only what a snapshot needs from the key row, plus the whole identity row: the identity
 # goes into the Caller, where a deferred field would cost a query later.
@@ -140,7 +138,7 @@ def _compiled_lookup(connection: BaseDatabaseWrapper) -> _CompiledLookup:
     return compiled
 
 
-def _snapshot(secret_hash: str, epoch: int) -> _KeySnapshot | None:
+def _snapshot(secret_hash: str, stamp: int | None) -> _KeySnapshot | None:
     """One indexed read by secret hash (the unique index), through the once-compiled query."""
     connection = connections[router.db_for_read(ApiKey)]
     lookup = _compiled_lookup(connection)
@@ -160,7 +158,8 @@ def _snapshot(secret_hash: str, epoch: int) -> _KeySnapshot | None:
         environment=environment,
         identity=identity,
     )
-    return _KeySnapshot(epoch, revoked_at, expires_at, identity.is_active, answer)
+    topics = (key_topic(key_id), principal_topic(identity.chitty_id))
+    return _KeySnapshot(stamp, topics, revoked_at, expires_at, identity.is_active, answer)
 
 
 def _valid_until(expires_at: datetime | None, revoked_at: datetime | None) -> datetime | None:
@@ -171,17 +170,13 @@ def _valid_until(expires_at: datetime | None, revoked_at: datetime | None) -> da
 
 
 def _cached_snapshot(secret_hash: str) -> _KeySnapshot | None:
-    epoch = current_epoch()
     snapshot = _cache.get(secret_hash)
-    if snapshot is not None and snapshot.epoch == epoch:
+    if snapshot is not None and is_fresh(snapshot.stamp, snapshot.topics):
         return snapshot
     needs_io("API key lookup")
-    snapshot = _snapshot(secret_hash, epoch)
-    if snapshot is not None:
-        with _cache_lock:
-            if len(_cache) >= MAX_CACHED_KEYS:
-                _cache.clear()
-            _cache[secret_hash] = snapshot
+    snapshot = _snapshot(secret_hash, current_stamp())
+    if snapshot is not None and snapshot.stamp is not None:
+        _cache.put(secret_hash, snapshot)
     return snapshot
 
 

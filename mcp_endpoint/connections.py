@@ -7,9 +7,9 @@ Every transport authenticates through `keys.credentials.authenticate_bearer` and
 - A JWT connection runs in the token's session (opened when it was minted): ending that session revokes the
   token, so a disconnect must not end it.
 
-Long-lived connections (WebSocket, stdio) re-check, whenever the shared security epoch has moved, that their
-session is still live and their credential still valid, so a revocation stops them at their next message even
-if the close broadcast was lost. All of this is synchronous Django code, run in a worker thread; on the event
+Long-lived connections (WebSocket, stdio) re-check, whenever their session, their credential or their principal
+has been invalidated, that the session is still live and the credential still valid, so a revocation stops
+them at their next message even if the close broadcast was lost; changes to anything else leave them alone. All of this is synchronous Django code, run in a worker thread; on the event
 loop only inside `answering_from_memory()`, where every wait on I/O raises `NeedsIO` instead.
 """
 
@@ -24,8 +24,8 @@ from django.utils import timezone
 
 from kernel.callers import Caller
 from kernel.errors import ServiceError
+from kernel.invalidation import credential_topic, current_stamp, is_fresh, principal_topic, session_topic
 from kernel.memory_only import needs_io
-from kernel.security_epoch import current_epoch
 from keys.credentials import authenticate_bearer
 from sessions.models import AuthSession
 from sessions.services import (
@@ -64,16 +64,23 @@ class FixedCaller:
 
 
 class ConnectionSession:
-    """The ChittyAuth session of one MCP connection: liveness re-checked when the epoch moves, `last_seen`
-    written at most once a minute, and ended with the connection when the connection opened it."""
+    """The ChittyAuth session of one MCP connection: liveness re-checked when what it depends on is
+    invalidated, `last_seen` written at most once a minute, and ended with the connection when the connection
+    opened it."""
 
     def __init__(
-        self, session_id: str, *, owned: bool, credential_expires_at: datetime | None = None
+        self,
+        session_id: str,
+        *,
+        owned: bool,
+        credential_expires_at: datetime | None = None,
+        depends_on: tuple[str, ...] = (),
     ) -> None:
         self.session_id = session_id
         self.owned = owned
         self.credential_expires_at = credential_expires_at
-        self._epoch = current_epoch()
+        self.topics = (session_topic(session_id), *depends_on)
+        self._stamp = current_stamp()
         self._touched = time.monotonic()
         self._lock = threading.Lock()
 
@@ -83,24 +90,27 @@ class ConnectionSession:
             session_id, owned = touch_credential_session(caller, channel), False
         else:
             session_id, owned = open_session(caller, channel).session_id, True
-        return cls(session_id, owned=owned, credential_expires_at=caller.expires_at)
+        depends_on = (credential_topic(caller.credential_type, caller.credential_id),)
+        if caller.identity is not None:
+            depends_on += (principal_topic(caller.identity.chitty_id),)
+        return cls(session_id, owned=owned, credential_expires_at=caller.expires_at, depends_on=depends_on)
 
     def ensure_live(self, recheck: Callable[[], None] = lambda: None, *, active: bool = True) -> None:
-        """Raise `SessionEnded` if the session is over. When the epoch has moved or the credential's expiry
-        has come, `recheck` runs too (e.g. the credential); the new epoch is remembered only once every check
-        passed, so a refusal repeats. Only an `active` check (the client sent something) counts as the
+        """Raise `SessionEnded` if the session is over. When something it depends on was invalidated or the
+        credential's expiry has come, `recheck` runs too (e.g. the credential); the new stamp is remembered only
+        once every check passed, so a refusal repeats. Only an `active` check (the client sent something) counts as the
         connection being seen: a background re-check must not keep an idle session from timing out."""
         if not self._lock.acquire(blocking=False):  # a worker is re-checking: never wait for it on the loop
             needs_io("session re-check in progress")
             self._lock.acquire()
         try:
-            epoch = current_epoch()
-            if epoch != self._epoch or self._credential_expired():
+            if not is_fresh(self._stamp, self.topics) or self._credential_expired():
                 needs_io("session re-check")
+                stamp = current_stamp()
                 if not is_live(self.session_id):
                     raise SessionEnded(f"Session {self.session_id} has ended", session_id=self.session_id)
                 recheck()
-                self._epoch = epoch
+                self._stamp = stamp
             now = time.monotonic()
             if active and now - self._touched >= TOUCH_INTERVAL_SECONDS:
                 needs_io("session last seen")
@@ -110,16 +120,16 @@ class ConnectionSession:
             self._lock.release()
 
     def is_settled(self, *, active: bool = True) -> bool:
-        """Nothing to re-check or write: the epoch has not moved and, for an `active` check, `last_seen` is
-        fresh. Cheap enough to ask on the event loop, so most messages need no worker thread first."""
+        """Nothing to re-check or write: nothing it depends on was invalidated and, for an `active` check,
+        `last_seen` is fresh. Cheap enough to ask on the event loop, so most messages need no worker thread."""
         return (
-            current_epoch() == self._epoch
+            is_fresh(self._stamp, self.topics)
             and (not active or time.monotonic() - self._touched < TOUCH_INTERVAL_SECONDS)
             and not self._credential_expired()
         )
 
     def _credential_expired(self) -> bool:
-        """The epoch moves on revocations, not on expiry: the clock decides that."""
+        """Invalidation follows revocations, not expiry: the clock decides that."""
         return self.credential_expires_at is not None and timezone.now() >= self.credential_expires_at
 
     def end(self, caller: Caller, reason: str) -> None:
@@ -129,7 +139,7 @@ class ConnectionSession:
 
 
 class LiveConnection:
-    """A long-lived connection (WebSocket, stdio): one credential, one session, re-checked as the epoch moves."""
+    """A long-lived connection (WebSocket, stdio): one credential, one session, re-checked when invalidated."""
 
     def __init__(
         self,

@@ -3,8 +3,8 @@
 The bearer credential comes in the `Authorization` header or, because the TypeScript SDK's
 WebSocketClientTransport cannot send headers, an `access_token` query parameter. The socket joins its
 session's channel-layer group, so ending the session anywhere closes it; and before each message, if the
-security epoch moved, the session and credential are re-checked, which covers a close broadcast lost while the
-channel layer was down. Closing, the server says why in a last JSON-RPC error (id null, code -32000; daphne
+session, credential or principal was invalidated, they are re-checked, which covers a close broadcast lost
+while the channel layer was down. Closing, the server says why in a last JSON-RPC error (id null, code -32000; daphne
 drops close reasons) and closes with 4401 (credential refused), 4403 (session ended), 4409 (no session could
 be opened), 4503 (the server is stopping; the session is ended first) or 4500 (internal error).
 
@@ -331,7 +331,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
                 await inbox.send(SessionMessage(message))
 
     async def _still_allowed(self, *, active: bool = True) -> bool:
-        """Re-check session and credential if the security epoch moved; close the socket if either is gone.
+        """Re-check session and credential if either was invalidated; close the socket if either is gone.
         `active`: the client sent something (it counts as the session being used)."""
         if self._settled(active=active):
             return True
@@ -346,7 +346,7 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
         return True
 
     def _settled(self, *, active: bool) -> bool:
-        """Asked on the event loop, so anything that would need I/O (a pending epoch publish) means "no"."""
+        """Asked on the event loop, so anything that would need I/O (an invalidation publish still owed) means "no"."""
         try:
             with answering_from_memory():
                 return self.connection.is_settled(active=active)

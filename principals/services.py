@@ -12,7 +12,7 @@ from identities.selectors import get_identity
 from identities.signals import identity_deactivated
 from kernel.callers import Caller
 from kernel.errors import Conflict, ValidationFailed
-from kernel.security_epoch import bump_epoch
+from kernel.invalidation import invalidate, principal_topic
 
 
 def register_identity(caller: Caller, chitty_id: str, *, display_name: str = "") -> Identity:
@@ -45,6 +45,7 @@ def register_identity(caller: Caller, chitty_id: str, *, display_name: str = "")
                 client_address=caller.client_address,
                 details={"source": source, "entity_type": parsed.entity_type},
             )
+            invalidate(principal_topic(chitty_id))  # a token for it may have been refused as unregistered
     except IntegrityError:
         raise Conflict(f"{chitty_id} is already registered", code="IDENTITY_EXISTS") from None
     return identity
@@ -69,7 +70,7 @@ def resolve_principal(chitty_id: str) -> Identity:
 
 def change_status(caller: Caller, identity: Identity, status: str, *, reason: str = "") -> Identity:
     """Suspend, revoke or reactivate (`identities:manage`). Leaving `active` stops every credential at once
-    (the epoch) and is announced as `identity_deactivated`, on which its sessions end in this transaction."""
+    (its principal topic) and is announced as `identity_deactivated`, on which its sessions end in this transaction."""
     authorize(caller, "identities:manage", target=identity.chitty_id)
     if status not in Identity.Status.values:
         raise ValidationFailed(f"Unknown status {status!r}", code="INVALID_STATUS")
@@ -83,7 +84,7 @@ def change_status(caller: Caller, identity: Identity, status: str, *, reason: st
         identity.status = status
         identity.status_reason = reason[:255]
         identity.save(update_fields=["status", "status_reason", "updated_at"])
-        bump_epoch()
+        invalidate(principal_topic(identity.chitty_id))
         record(
             f"identity.{_ACTION_BY_STATUS[status]}",
             actor=caller.actor,

@@ -4,7 +4,6 @@ closes its live connections on every server process through the channel layer.""
 import asyncio
 import logging
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,10 +17,11 @@ from django.utils import timezone
 from audit.services import record
 from grants.checks import authorize, authorized_principal
 from identities.models import Identity
+from kernel.bounded_cache import BoundedCache
 from kernel.callers import Caller
 from kernel.errors import Conflict, NotFound, ValidationFailed
+from kernel.invalidation import current_stamp, invalidate, is_fresh, session_topic
 from kernel.memory_only import needs_io
-from kernel.security_epoch import bump_epoch, current_epoch
 from sessions.models import AuthSession
 from sessions.signals import jwt_session_ended
 
@@ -109,11 +109,10 @@ class _KnownSession:
     session_id: str
     last_seen_written: datetime
     expires_at: datetime | None
-    epoch: int
+    stamp: int | None
 
 
-_rest_sessions: dict[str, _KnownSession] = {}
-_rest_lock = threading.Lock()
+_rest_sessions: BoundedCache[str, _KnownSession] = BoundedCache()
 
 
 def touch_credential_session(caller: Caller, channel: str) -> str:
@@ -122,20 +121,22 @@ def touch_credential_session(caller: Caller, channel: str) -> str:
     now = timezone.now()
     key = f"{channel}:{caller.credential_id}"
     known = _rest_sessions.get(key)
-    epoch = current_epoch()
-    if known is not None and known.epoch == epoch and _still_open(known, now):
+    if (
+        known is not None
+        and is_fresh(known.stamp, (session_topic(known.session_id),))
+        and _still_open(known, now)
+    ):
         if now - known.last_seen_written >= LAST_SEEN_WRITE_INTERVAL:
             needs_io("session last seen")
             AuthSession.objects.filter(session_id=known.session_id).update(last_seen_at=now)
             known.last_seen_written = now
         return known.session_id
     needs_io("session lookup")
+    stamp = current_stamp()
     session = _live_session_for(caller, channel, now) or open_session(caller, channel)
-    with _rest_lock:
-        if len(_rest_sessions) > 50_000:
-            _rest_sessions.clear()
-        _rest_sessions[key] = _KnownSession(
-            session.session_id, session.last_seen_at, session.expires_at, epoch
+    if stamp is not None:
+        _rest_sessions.put(
+            key, _KnownSession(session.session_id, session.last_seen_at, session.expires_at, stamp)
         )
     return session.session_id
 
@@ -288,8 +289,8 @@ def _end(sessions: list[AuthSession], *, actor: str, reason: str, client_address
                 },
             )
         AuthSession.objects.bulk_update(sessions, ["ended_at", "end_reason", "ended_by"])
-        bump_epoch()
         session_ids = [session.session_id for session in sessions]
+        invalidate(*map(session_topic, session_ids))
         transaction.on_commit(lambda: close_live_connections(session_ids, reason))
 
 

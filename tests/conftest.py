@@ -10,7 +10,7 @@ from django.core.cache import cache
 
 from identities.models import Identity
 from kernel.callers import Caller
-from kernel.security_epoch import bump_now
+from kernel.invalidation import invalidate_everything_now
 from tests.chittyid_authority_server import ChittyIDAuthorityServer
 
 IN_CI = os.environ.get("CI") == "true"
@@ -18,8 +18,8 @@ VAR_DIR_KEY = pytest.StashKey[Path]()
 
 
 def pytest_configure(config) -> None:
-    """Tests keep a security-epoch file of their own (in a var directory that the servers they start inherit
-    whole), so a `./dev run` or another test run on the same checkout cannot move their epoch. Paths Django
+    """Tests keep an invalidation log of their own (in a var directory that the servers they start inherit
+    whole), so a `./dev run` or another test run on the same checkout cannot flush their caches. Paths Django
     settings derived from VAR_DIR when they loaded (before this hook) stay as they were: WhiteNoise serves
     STATIC_ROOT, which tests need only to exist."""
     config.stash[VAR_DIR_KEY] = var_dir = Path(tempfile.mkdtemp(prefix="chittyauth-tests-"))
@@ -56,13 +56,13 @@ def _fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Each test starts with an empty cache and a new security epoch: rows a rolled-back test left in the
+    """Each test starts with empty caches, Django's and the hot paths': rows a rolled-back test left in the
     per-process caches (primary keys get reused) must not leak into the next one."""
     cache.clear()
-    bump_now()
+    invalidate_everything_now()
     yield
     cache.clear()
-    bump_now()
+    invalidate_everything_now()
 
 
 @pytest.fixture

@@ -307,12 +307,17 @@ def test_codes_are_reported_in_order_revoked_expired_suspended(alice, bob, clock
     assert verify_api_key(expired_and_suspended.secret).code == "EXPIRED"
 
 
-def test_the_cache_is_bounded(alice, monkeypatch):
-    monkeypatch.setattr(key_verification, "MAX_CACHED_KEYS", 2)
-    secrets_ = [issue(alice).secret for _ in range(3)]
-    for secret in secrets_ * 2:
+def test_the_cache_is_bounded_and_keeps_the_recently_used(alice, settings, django_assert_num_queries):
+    settings.HOT_CACHE_MAX_ENTRIES = 2
+    hot, *others = [issue(alice).secret for _ in range(4)]
+    for secret in others:  # more live keys than the cache holds: each still validates
+        assert verify_api_key(hot).valid
         assert verify_api_key(secret).valid
-    assert len(key_verification._cache) <= 2
+    assert len(key_verification._cache) == 2
+    with django_assert_num_queries(0):  # the key used all along was never the one evicted
+        assert verify_api_key(hot).valid
+    with django_assert_num_queries(1):
+        assert verify_api_key(others[0]).valid
 
 
 # --- usage counting ----------------------------------------------------------------------------------------

@@ -20,9 +20,7 @@ def alice(make_identity) -> Identity:
     return make_identity("CHITTY-PEO-HOTPATH-A", display_name="Alice")
 
 
-def test_fresh_tokens_need_no_query_once_the_epoch_has_loaded_its_revocations(
-    alice, django_assert_num_queries
-):
+def test_fresh_tokens_need_no_query_once_the_revoked_set_is_loaded(alice, django_assert_num_queries):
     revoke_jwt(SYSTEM, jti="revoked-before")
     first, *fresh = (generate_jwt(SYSTEM, chitty_id=alice.chitty_id).token for _ in range(4))
     assert verify_jwt(first).valid

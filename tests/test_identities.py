@@ -20,7 +20,7 @@ from identities.chitty_ids import InvalidChittyID
 from identities.models import Identity
 from kernel.callers import Caller
 from kernel.errors import AuthorityUnavailable, Conflict, PermissionDenied, ValidationFailed
-from kernel.security_epoch import current_epoch
+from kernel.invalidation import current_stamp, is_fresh, principal_topic
 from principals.services import (
     change_status,
     reactivate_identity,
@@ -210,16 +210,20 @@ def test_resolve_principal_fails_closed_when_the_authority_is_down(chittyid_auth
 # Status changes
 
 
-def test_status_changes_are_audited_and_bump_the_security_epoch(system_caller, make_identity):
+def test_status_changes_are_audited_and_invalidate_the_principal(system_caller, make_identity):
     identity = make_identity("CHITTY-PEO-STATUS-1")
-    epochs = [current_epoch()]
-
-    suspend_identity(system_caller, identity, reason="lost laptop")
-    epochs.append(current_epoch())
-    reactivate_identity(system_caller, identity, reason="laptop found")
-    epochs.append(current_epoch())
-    change_status(system_caller, identity, Identity.Status.REVOKED, reason="left the company")
-    epochs.append(current_epoch())
+    topics = (principal_topic(identity.chitty_id),)
+    changes = (
+        lambda: suspend_identity(system_caller, identity, reason="lost laptop"),
+        lambda: reactivate_identity(system_caller, identity, reason="laptop found"),
+        lambda: change_status(system_caller, identity, Identity.Status.REVOKED, reason="left the company"),
+    )
+    for change in changes:
+        stamp = current_stamp()
+        assert is_fresh(stamp, topics)
+        change()
+        assert not is_fresh(stamp, topics)
+        assert is_fresh(stamp, (principal_topic("CHITTY-PEO-UNRELATED-1"),))
 
     events = list(AuditEvent.objects.order_by("sequence").values_list("action", "target", "details"))
     assert events == [
@@ -239,7 +243,6 @@ def test_status_changes_are_audited_and_bump_the_security_epoch(system_caller, m
             {"from": "active", "to": "revoked", "reason": "left the company"},
         ),
     ]
-    assert len(set(epochs)) == 4
     stored = Identity.objects.get(pk=identity.pk)
     assert (stored.status, stored.status_reason) == ("revoked", "left the company")
     assert verify_chain().intact

@@ -28,7 +28,7 @@ from audit.models import AuditEvent
 from grants.services import grant_permission
 from kernel.callers import Caller
 from kernel.errors import PermissionDenied, ServiceError, ValidationFailed
-from kernel.security_epoch import bump_now
+from kernel.invalidation import invalidate_everything_now
 from keys.credentials import authenticate_bearer
 from keys.models import RevokedToken, SigningKey
 from keys.services import generate_api_key
@@ -714,7 +714,7 @@ def test_reencrypting_lets_the_old_encryption_key_be_dropped(settings, db, alice
     assert kid in output.getvalue()
 
     settings.SIGNING_KEY_ENCRYPTION_KEY = new
-    bump_now()  # a fresh process: nothing decrypted is cached
+    invalidate_everything_now()  # a fresh process: nothing decrypted is cached
     issued = generate_jwt(system_caller, chitty_id=alice.chitty_id)
     assert issued.kid == kid and verify_jwt(issued.token).valid
     event = AuditEvent.objects.filter(action="signing_key.reencrypt").get()

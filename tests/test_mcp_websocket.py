@@ -311,7 +311,7 @@ def test_ending_the_session_through_rest_closes_the_socket_within_a_second(live)
 
 
 def test_a_key_revoked_meanwhile_stops_the_socket_at_its_next_message(live):
-    """Revoking a key does not end its sessions; the socket re-checks its credential when the epoch moves."""
+    """Revoking a key does not end its sessions; the socket re-checks its credential when an invalidation names it."""
     server, keys = live
     status, issued = rest(
         server, "POST", "/api/v1/keys", keys[ADMIN]["key"], {"chitty_id": ALICE, "scopes": ["*"]}
@@ -369,7 +369,7 @@ def test_warm_validations_answered_on_the_event_loop_see_a_revocation_at_once(li
 
 
 def test_a_key_that_expires_while_connected_stops_the_socket_at_its_next_message(live):
-    """Expiry moves no epoch: the connection must notice the clock itself."""
+    """Expiry sends no invalidation: the connection must notice the clock itself."""
     server, keys = live
     expires_at = datetime.now(UTC) + timedelta(seconds=2)
     status, issued = rest(

@@ -7,8 +7,8 @@ import pytest
 from audit.models import AuditEvent
 from grants.services import grant_permission
 from kernel.callers import Caller
+from kernel.invalidation import current_stamp, invalidate_now, key_topic, session_topic
 from kernel.memory_only import NeedsIO, answering_from_memory
-from kernel.security_epoch import bump_now, current_epoch
 from keys import services as key_services
 from keys import usage as key_usage
 from keys.credentials import authenticate_bearer
@@ -50,7 +50,7 @@ def test_a_revoked_key_is_never_answered_valid_from_memory(cast):
     issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
     assert validate_api_key(caller, issued.secret).valid
     key_services.revoke_api_key(SYSTEM, issued.api_key.key_id)
-    with pytest.raises(NeedsIO):  # the epoch moved: the cached answer is gone
+    with pytest.raises(NeedsIO):  # the key was invalidated: the cached answer is gone
         from_memory(validate_api_key, caller, issued.secret)
     assert validate_api_key(caller, issued.secret).code == "REVOKED"
 
@@ -103,29 +103,30 @@ def test_a_session_being_rechecked_by_a_worker_is_not_waited_for(db):
     from_memory(session.ensure_live)  # nothing to re-check, nobody holding it: answered from memory
 
 
-def test_a_session_with_anything_to_recheck_needs_io(db):
-    session = ConnectionSession("ses_memory_only", owned=False)
-    bump_now()  # something changed somewhere: the session and credential must be re-checked
-    with pytest.raises(NeedsIO):
-        from_memory(session.ensure_live)
+def test_a_session_is_rechecked_only_when_something_it_depends_on_changed(db):
+    session = ConnectionSession("ses_memory_only", owned=False, depends_on=(key_topic("key_of_the_session"),))
+    invalidate_now(key_topic("some_other_key"), session_topic("ses_other"))
+    assert from_memory(lambda: session.is_settled(active=False))
+    for topic in (session_topic("ses_memory_only"), key_topic("key_of_the_session")):
+        invalidate_now(topic)
+        with pytest.raises(NeedsIO):  # its session or credential changed: both must be re-checked
+            from_memory(session.ensure_live)
 
 
-def test_one_memory_answer_judges_by_one_epoch_and_the_next_answer_sees_a_bump(cast):
-    """A revocation landing mid-answer orders that answer before it (one consistent view), never after."""
+def test_a_revocation_landing_mid_answer_is_seen_by_the_rest_of_that_answer(cast):
+    """The stamp new entries get is read once per answer, but freshness is judged against the latest changes:
+    an answer never serves an entry invalidated while it ran."""
     caller, owner = cast
     issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
     assert validate_api_key(caller, issued.secret).valid  # warm
-    with answering_from_memory():
-        before = current_epoch()
-        bump_now()
-        assert current_epoch() == before
-        assert validate_api_key(caller, issued.secret).valid  # the cache filled under `before` still serves
-    assert current_epoch() != before
-    with pytest.raises(NeedsIO):  # the next answer sees the bump: every cache filled before it is stale
-        from_memory(validate_api_key, caller, issued.secret)
+    with pytest.raises(NeedsIO), answering_from_memory():
+        before = current_stamp()
+        invalidate_now(key_topic(issued.api_key.key_id))
+        assert current_stamp() == before
+        validate_api_key(caller, issued.secret)
 
 
-def test_outside_a_memory_answer_every_read_sees_the_latest_epoch(db):
-    before = current_epoch()
-    bump_now()
-    assert current_epoch() != before
+def test_outside_a_memory_answer_every_read_sees_the_latest_stamp(db):
+    before = current_stamp()
+    invalidate_now(key_topic("any"))
+    assert current_stamp() > before

@@ -19,7 +19,7 @@ from chittyauth_site import asgi
 from grants.services import grant_permission
 from identities.models import Identity
 from kernel.callers import Caller
-from kernel.security_epoch import current_epoch
+from kernel.invalidation import current_stamp
 from keys.fast_path import MAX_BODY_BYTES, with_rest_fast_path
 from keys.models import ApiKey
 from keys.services import flush_usage, generate_api_key, revoke_api_key
@@ -45,7 +45,7 @@ def cast(make_identity):
     for permission in ("api_keys:validate", "tokens:validate"):
         grant_permission(SYSTEM, grantee_chitty_id=VALIDATOR, permission=permission)
     validator_key = generate_api_key(SYSTEM, chitty_id=VALIDATOR, scopes=["*"])
-    settle_security_epoch()
+    settle_invalidation_feed()
     return {
         "validator": validator_key.secret,
         "validator_key_id": validator_key.api_key.key_id,
@@ -54,15 +54,15 @@ def cast(make_identity):
     }
 
 
-def settle_security_epoch() -> None:
-    """With Redis, the epoch is known only once this process's feed has subscribed (until then every read
-    is a new one, so nothing stays cached); wait until it has held still for half a second."""
-    epoch, still_since, deadline = current_epoch(), time.monotonic(), time.monotonic() + 10
-    while time.monotonic() - still_since < 0.5:
-        assert time.monotonic() < deadline, "the security epoch never settled"
+def settle_invalidation_feed() -> None:
+    """With Redis, changes are heard only once this process's feed has subscribed (until then nothing stays
+    cached, and subscribing flushes every cache); wait until the stamp has held still for half a second."""
+    stamp, still_since, deadline = current_stamp(), time.monotonic(), time.monotonic() + 10
+    while stamp is None or time.monotonic() - still_since < 0.5:
+        assert time.monotonic() < deadline, "the invalidation feed never settled"
         time.sleep(0.05)
-        if current_epoch() != epoch:
-            epoch, still_since = current_epoch(), time.monotonic()
+        if current_stamp() != stamp:
+            stamp, still_since = current_stamp(), time.monotonic()
 
 
 @pytest.fixture(autouse=True)

@@ -230,7 +230,7 @@ class TestRedisDown:
         assert ended.status_code == 200
         assert AuthSession.objects.get(session_id=bob_session).ended_at is not None
         assert any("Could not broadcast the end of session" in r.getMessage() for r in caplog.records)
-        # revocation still takes effect at once: every call reads the database while the epoch is unknown
+        # revocation still takes effect at once: every call reads the database while the invalidation feed is unknown
         key_id = validated["key_id"]
         assert admin.post(f"/api/v1/keys/{key_id}/revoke").status_code == 200
         assert admin.post("/api/v1/keys/validate", {"api_key": keys[ALICE]}).json()["code"] == "REVOKED"

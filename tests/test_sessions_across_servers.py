@@ -144,7 +144,7 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 def test_a_socket_outlives_its_channel_layer_and_still_stops_when_its_session_ends(tmp_path):
     """With the layer gone, session-end broadcasts cannot arrive: the socket stays usable, and the re-check
-    before each message (every message, while the epoch feed is down) ends it instead."""
+    before each message (every message, while the invalidation feed is down) ends it instead."""
     with (
         private_redis() as layer,
         service_database(tmp_path) as (database_url, keys),
