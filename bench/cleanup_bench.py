@@ -9,7 +9,7 @@ the hot path (key validation and permission checks) of a service running beside 
 Needs PostgreSQL (`BENCH_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432); works in a throwaway
 database. Each size is a backlog of that many rows to act on (expired revoked-token entries, old keys, grants
 and ended sessions, idle sessions), mixed with a tenth as many live rows that must survive, inserted with
-`generate_series`. The hot path is measured uncached (the security epoch is bumped before every call, so each
+`generate_series`. The hot path is measured uncached (every cache is invalidated before each call, so each
 call reads the database) in a separate process, first idle, then while the cleanup runs.
 """
 
@@ -198,17 +198,17 @@ def probe_hot_path(secret: str, stop, results) -> None:
     django.setup()
     from grants.checks import check_permission
     from identities.models import Identity
-    from kernel.security_epoch import bump_epoch
+    from kernel.invalidation import invalidate_everything_now
     from keys.services import verify_api_key
 
     identity = Identity.objects.get(chitty_id=PROBE_PRINCIPAL)
     samples = []
     while not stop.is_set():
-        bump_epoch()
+        invalidate_everything_now()
         started = time.perf_counter()
         valid = verify_api_key(secret).valid
         validated = time.perf_counter()
-        bump_epoch()
+        invalidate_everything_now()
         checked_from = time.perf_counter()
         allowed = check_permission(identity, "api_keys:generate").allowed
         checked = time.perf_counter()

@@ -26,7 +26,8 @@ from grants.checks import check_permission
 from grants.models import Grant
 from identities.models import Identity
 from kernel.callers import Caller
-from kernel.security_epoch import bump_now
+from kernel.invalidation import REVOKED_TOKENS as REVOKED_TOKENS_TOPIC
+from kernel.invalidation import invalidate_now
 from keys import verification as key_verification
 from keys.models import RevokedToken
 from keys.services import generate_api_key, verify_api_key
@@ -99,7 +100,7 @@ class Fixture:
 
 
 def prepare_database() -> None:
-    """Migrate the worker's fresh database and start from an empty cache (a new security epoch)."""
+    """Migrate the worker's fresh database and start from an empty cache (as a new process would)."""
     call_command("migrate", interactive=False, verbosity=0)
     cache.clear()
 
@@ -135,7 +136,7 @@ def seed(rounds: int) -> Fixture:
         RevokedToken(jti=jti, chitty_id=PRINCIPAL, expires_at=timezone.now() + timedelta(hours=2))
         for jti in revoked_jtis
     )
-    bump_now()  # as the revocation service would: the revoked set is cached per epoch
+    invalidate_now(REVOKED_TOKENS_TOPIC)  # as the revocation service would: the revoked set is cached
 
     def mint(jti: str) -> str:
         """A token exactly like `generate_jwt`'s (same claims and header), with its own jti."""
@@ -284,7 +285,7 @@ def measure(fixture: Fixture, rounds: int, *, shared_cache_is_redis: bool) -> li
         timings = interleaved_cold(cold_contenders, rounds, COLD_CALLS_PER_ROUND)
         results.append(
             comparison(
-                "API key, cold process (epoch kept in Redis)",
+                "API key, cold process (invalidation feed in Redis)",
                 timings,
                 "APIKey.objects.is_valid",
                 "verify_api_key",
