@@ -1,6 +1,6 @@
 """REST adapters for grants and permission checks: parse, call one service, render."""
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -8,10 +8,12 @@ from rest_framework.views import APIView
 
 from grants import services
 from grants.serializers import (
+    BulkPermissionCheckSerializer,
     GrantListQuerySerializer,
     GrantRequestSerializer,
     GrantSerializer,
     PermissionCheckSerializer,
+    bulk_outcome_as_dict,
     decision_as_dict,
 )
 from kernel.rest import validated
@@ -45,9 +47,8 @@ class GrantRevokeView(APIView):
         return Response(GrantSerializer(services.revoke_grant(request.auth, grant_id)).data)
 
 
-DECISION = inline_serializer(
-    "PermissionDecision",
-    {
+def _decision_fields() -> dict:
+    return {
         "allowed": serializers.BooleanField(),
         "chitty_id": serializers.CharField(),
         "permission": serializers.CharField(),
@@ -55,13 +56,48 @@ DECISION = inline_serializer(
         "grant_id": serializers.IntegerField(allow_null=True),
         "granted_permission": serializers.CharField(allow_null=True),
         "reason": serializers.CharField(),
+    }
+
+
+DECISION = inline_serializer("PermissionDecision", _decision_fields())
+
+BULK_DECISIONS = inline_serializer(
+    "PermissionDecisions",
+    {
+        "all_allowed": serializers.BooleanField(),
+        "results": inline_serializer(
+            "PermissionCheckResult",
+            {
+                **_decision_fields(),
+                "error": inline_serializer(
+                    "PermissionCheckError",
+                    {"code": serializers.CharField(), "message": serializers.CharField()},
+                    allow_null=True,
+                ),
+            },
+            many=True,
+        ),
     },
 )
 
 
 class PermissionCheckView(APIView):
-    @extend_schema(request=PermissionCheckSerializer, responses=DECISION)
+    """One check (`chitty_id`, `permission`, `resource`), or many at once (`{"checks": [...]}`)."""
+
+    @extend_schema(
+        request=PolymorphicProxySerializer(
+            "PermissionCheckRequest",
+            serializers=[PermissionCheckSerializer, BulkPermissionCheckSerializer],
+            resource_type_field_name=None,
+        ),
+        responses=PolymorphicProxySerializer(
+            "PermissionCheckAnswer", serializers=[DECISION, BULK_DECISIONS], resource_type_field_name=None
+        ),
+    )
     def post(self, request: Request) -> Response:
+        if isinstance(request.data, dict) and "checks" in request.data:
+            queries = validated(BulkPermissionCheckSerializer, request.data)["checks"]
+            return Response(bulk_outcome_as_dict(services.check_principal_permissions(request.auth, queries)))
         data = validated(PermissionCheckSerializer, request.data)
         decision = services.check_principal_permission(
             request.auth, data["chitty_id"], data["permission"], data["resource"]

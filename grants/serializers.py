@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from grants.checks import Decision
 from grants.models import Grant
+from grants.services import MAX_BULK_CHECKS, CheckOutcome, PermissionQuery
 
 
 class GrantRequestSerializer(serializers.Serializer):
@@ -46,6 +47,17 @@ class PermissionCheckSerializer(serializers.Serializer):
     resource = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
 
 
+class BulkPermissionCheckSerializer(serializers.Serializer):
+    checks = serializers.ListField(
+        child=PermissionCheckSerializer(), min_length=1, max_length=MAX_BULK_CHECKS
+    )
+
+    def validate_checks(self, checks: list[dict]) -> list[PermissionQuery]:
+        return [
+            PermissionQuery(check["chitty_id"], check["permission"], check["resource"]) for check in checks
+        ]
+
+
 def decision_as_dict(chitty_id: str, decision: Decision) -> dict:
     return {
         "allowed": decision.allowed,
@@ -55,4 +67,28 @@ def decision_as_dict(chitty_id: str, decision: Decision) -> dict:
         "grant_id": decision.grant.grant_id if decision.grant else None,
         "granted_permission": decision.grant.permission if decision.grant else None,
         "reason": decision.reason,
+    }
+
+
+def outcome_as_dict(outcome: CheckOutcome) -> dict:
+    """A decision's fields either way, so a check that failed reads as not allowed, plus its error (or null)."""
+    query = outcome.query
+    if outcome.decision is not None:
+        return {**decision_as_dict(query.chitty_id, outcome.decision), "error": None}
+    return {
+        "allowed": False,
+        "chitty_id": query.chitty_id,
+        "permission": query.permission,
+        "resource": query.resource_id,
+        "grant_id": None,
+        "granted_permission": None,
+        "reason": outcome.error.message,
+        "error": outcome.error.as_dict(),
+    }
+
+
+def bulk_outcome_as_dict(outcomes: list[CheckOutcome]) -> dict:
+    return {
+        "all_allowed": all(outcome.allowed for outcome in outcomes),
+        "results": [outcome_as_dict(outcome) for outcome in outcomes],
     }

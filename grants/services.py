@@ -4,6 +4,8 @@ Every change invalidates its principal's topic inside its transaction, so that p
 everywhere see it on their next call (and no other principal's are dropped).
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
@@ -16,7 +18,7 @@ from grants.permissions import WILDCARD, parse_pattern
 from identities.chitty_ids import parse_chitty_id
 from identities.selectors import get_identity
 from kernel.callers import Caller
-from kernel.errors import NotFound, PermissionDenied, ValidationFailed
+from kernel.errors import NotFound, PermissionDenied, ServiceError, ValidationFailed
 from kernel.invalidation import invalidate, principal_topic
 
 
@@ -134,6 +136,49 @@ def check_principal_permission(
         )
     parse_pattern(permission)
     return check_permission(identity, permission, _clean_resource_id(resource_id))
+
+
+MAX_BULK_CHECKS = 100
+
+
+@dataclass(frozen=True)
+class PermissionQuery:
+    chitty_id: str
+    permission: str
+    resource_id: str = ""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One answer of a bulk check: a decision, or the error that check alone ran into."""
+
+    query: PermissionQuery
+    decision: Decision | None = None
+    error: ServiceError | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is not None and self.decision.allowed
+
+
+def check_principal_permissions(caller: Caller, queries: Sequence[PermissionQuery]) -> list[CheckOutcome]:
+    """Many checks in one call, as SpiceDB's CheckBulkPermissions: each is judged by the single check's rules
+    and answered on its own, so a refused or malformed one (never allowed) does not hide the others."""
+    if not 1 <= len(queries) <= MAX_BULK_CHECKS:
+        raise ValidationFailed(
+            f"checks must hold 1 to {MAX_BULK_CHECKS} checks, not {len(queries)}", code="INVALID_CHECKS"
+        )
+    outcomes = []
+    for query in queries:
+        try:
+            decision = check_principal_permission(
+                caller, query.chitty_id, query.permission, query.resource_id
+            )
+        except ServiceError as error:
+            outcomes.append(CheckOutcome(query, error=error))
+        else:
+            outcomes.append(CheckOutcome(query, decision=decision))
+    return outcomes
 
 
 def _clean_resource_id(resource_id: str | None) -> str:

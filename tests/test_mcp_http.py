@@ -64,7 +64,7 @@ def test_lists_and_calls_every_tool(live):
 
     async def scenario():
         async with mcp_client(server, keys[ADMIN]["key"]) as client:
-            assert len((await client.list_tools()).tools) == 14
+            assert len((await client.list_tools()).tools) == 15
             me = await client.call_tool("whoami", {})
             session_id = me.structured_content["session_id"]
             key = await client.call_tool("generate_api_key", {"chitty_id": BOB, "name": "http"})
@@ -169,6 +169,37 @@ def test_a_caller_without_permission_cannot_tell_registered_ids_from_unregistere
         text(other_grant),
         other_grant.structured_content,
     )
+
+
+def test_check_permissions_answers_each_check_on_its_own(live):
+    server, keys, _database_url = live
+    checks = [
+        {"chitty_id": BOB, "permission": "api_keys:generate"},
+        {"chitty_id": GHOST, "permission": "api_keys:generate"},
+        {"chitty_id": ALICE, "permission": "tokens:generate"},
+        {"chitty_id": ALICE, "permission": "audit:read"},
+    ]
+
+    async def scenario():
+        async with mcp_client(server, keys[ALICE]["key"]) as client:
+            bulk = await client.call_tool("check_permissions", {"checks": checks})
+            refused = await client.call_tool("check_permissions", {"checks": []})
+            return bulk, refused
+
+    bulk, refused = anyio.run(scenario)
+    assert not bulk.is_error, text(bulk)
+    assert text(bulk).splitlines() == [
+        "🔍 Permission Checks: 1 of 4 allowed",
+        f"❌ {BOB} api_keys:generate: PERMISSION_DENIED",
+        f"❌ {GHOST} api_keys:generate: PERMISSION_DENIED",
+        f"✅ {ALICE} tokens:generate",
+        f"❌ {ALICE} audit:read: no live grant covers it",
+    ]
+    results = bulk.structured_content["results"]
+    assert [result["allowed"] for result in results] == [False, False, True, False]
+    assert results[0]["error"] == results[1]["error"]
+    assert bulk.structured_content["all_allowed"] is False
+    assert refused.is_error and refused.structured_content["error"]["code"] == "INVALID_INPUT"
 
 
 def test_a_handshake_session_is_one_chittyauth_session_ended_by_delete(live):

@@ -22,6 +22,7 @@ ALL_TOOLS = {
     "generate_jwt",
     "validate_jwt",
     "check_permission",
+    "check_permissions",
     "grant_authorization",
     "list_sessions",
     "revoke_api_key",

@@ -63,7 +63,7 @@ def test_typescript_sdk_calls_every_tool_over_websocket(tmp_path):
     summary = json.loads(run.stdout.strip().splitlines()[-1])
 
     assert summary["server"]["name"] == "chittyauth"
-    assert len(summary["tools"]) == 14
+    assert len(summary["tools"]) == 15
     assert all(tool["hasInputSchema"] and tool["hasOutputSchema"] for tool in summary["tools"])
     assert summary["sessionId"].startswith("ses_")
 
@@ -76,6 +76,7 @@ def test_typescript_sdk_calls_every_tool_over_websocket(tmp_path):
         "generate_jwt": "✅ JWT Generated",
         "validate_jwt": "✅ Valid JWT",
         "check_permission": "✅ Permission Granted",
+        "check_permissions": "🔍 Permission Checks: 1 of 2 allowed",
         "grant_authorization": "✅ Authorization Granted",
         "revoke_authorization": "✅ Authorization Revoked",
         "rotate_api_key": "✅ API Key Rotated",

@@ -107,7 +107,7 @@ def test_initialize_list_and_call_with_an_access_token(live):
             assert result["serverInfo"]["name"] == "chittyauth"
             assert "tools" in result["capabilities"]
             tools = (await request(ws, 1, "tools/list"))["result"]["tools"]
-            assert len(tools) == 14
+            assert len(tools) == 15
             assert all(tool["inputSchema"]["type"] == "object" and "outputSchema" in tool for tool in tools)
             me = await call(ws, 2, "whoami")
             assert me["structuredContent"]["chitty_id"] == ADMIN

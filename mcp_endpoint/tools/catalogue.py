@@ -8,6 +8,7 @@ from typing import Any
 import fastjsonschema
 from jsonschema import Draft202012Validator
 
+from grants.services import MAX_BULK_CHECKS
 from kernel.callers import Caller
 from mcp_endpoint.tools.api_keys import (
     generate_api_key,
@@ -16,13 +17,20 @@ from mcp_endpoint.tools.api_keys import (
     rotate_api_key,
     validate_api_key,
 )
-from mcp_endpoint.tools.permissions import check_permission, grant_authorization, revoke_authorization
+from mcp_endpoint.tools.permissions import (
+    check_permission,
+    check_permissions,
+    grant_authorization,
+    revoke_authorization,
+)
 from mcp_endpoint.tools.results import ToolOutcome
 from mcp_endpoint.tools.schemas import (
     API_KEY,
     BOOLEAN,
+    CHECK_ARGUMENTS,
     CHITTY_ID,
     DECISION,
+    DECISIONS,
     ERROR_RESULT,
     EXPIRES_AT,
     GRANT,
@@ -148,17 +156,31 @@ _SPECS = [
         "Check a permission",
         "Does a ChittyID hold a permission (on a resource)? Your own freely, another's with permissions:check.",
         arguments_schema(
-            {
-                "chitty_id": CHITTY_ID,
-                "permission": string_schema(
-                    "resource:action, e.g. api_keys:generate", minLength=1, maxLength=200
-                ),
-                "resource": string_schema("A resource id the grant may be limited to", maxLength=255),
-            },
+            CHECK_ARGUMENTS,
             required=["chitty_id", "permission"],
         ),
         DECISION,
         check_permission,
+        read_only=True,
+    ),
+    ToolSpec(
+        "check_permissions",
+        "Check many permissions",
+        "Several checks in one call, each answered on its own (1 to 100). Your own freely, another's with "
+        "permissions:check. The text starts with '🔍 Permission Checks: <allowed> of <n> allowed'.",
+        arguments_schema(
+            {
+                "checks": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_BULK_CHECKS,
+                    "items": arguments_schema(CHECK_ARGUMENTS, required=["chitty_id", "permission"]),
+                }
+            },
+            required=["checks"],
+        ),
+        DECISIONS,
+        check_permissions,
         read_only=True,
     ),
     ToolSpec(

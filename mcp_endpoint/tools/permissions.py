@@ -1,7 +1,7 @@
-"""The permission tools: check, grant, revoke."""
+"""The permission tools: check (one or many), grant, revoke."""
 
 from grants import services as grant_services
-from grants.serializers import GrantSerializer, decision_as_dict
+from grants.serializers import GrantSerializer, bulk_outcome_as_dict, decision_as_dict
 from kernel.callers import Caller
 from mcp_endpoint.tools.results import (
     ToolOutcome,
@@ -23,6 +23,26 @@ def check_permission(caller: Caller, arguments: dict) -> ToolOutcome:
         granted_by = f"Grant: {data['grant_id']} ({data['granted_permission']})"
         return ToolOutcome(text_lines("✅ Permission Granted", *subject, granted_by), data)
     return ToolOutcome(text_lines("❌ Permission Denied", *subject, f"Reason: {data['reason']}"), data)
+
+
+def check_permissions(caller: Caller, arguments: dict) -> ToolOutcome:
+    queries = [
+        grant_services.PermissionQuery(check["chitty_id"], check["permission"], check.get("resource", ""))
+        for check in arguments["checks"]
+    ]
+    data = bulk_outcome_as_dict(grant_services.check_principal_permissions(caller, queries))
+    allowed = sum(result["allowed"] for result in data["results"])
+    title = f"🔍 Permission Checks: {allowed} of {len(data['results'])} allowed"
+    return ToolOutcome(text_lines(title, *map(_check_line, data["results"])), data)
+
+
+def _check_line(result: dict) -> str:
+    subject = f"{result['chitty_id']} {result['permission']}"
+    if result["resource"]:
+        subject += f" on {result['resource']}"
+    if result["allowed"]:
+        return f"✅ {subject}"
+    return f"❌ {subject}: {result['error']['code'] if result['error'] else result['reason']}"
 
 
 def grant_authorization(caller: Caller, arguments: dict) -> ToolOutcome:

@@ -38,6 +38,11 @@ SCOPES = {
 }
 EXPIRES_AT = string_schema("When it stops working: an ISO 8601 timestamp in the future", format="date-time")
 REASON = string_schema("Why, for the audit trail", maxLength=255)
+CHECK_ARGUMENTS = {
+    "chitty_id": CHITTY_ID,
+    "permission": string_schema("resource:action, e.g. api_keys:generate", minLength=1, maxLength=200),
+    "resource": string_schema("A resource id the grant may be limited to", maxLength=255),
+}
 
 API_KEY = object_schema(
     {
@@ -152,6 +157,23 @@ DECISION = object_schema(
         "grant_id": NULLABLE_INTEGER,
         "granted_permission": NULLABLE_STRING,
         "reason": STRING,
+    }
+)
+
+DECISIONS = object_schema(
+    {
+        "all_allowed": BOOLEAN,
+        "results": {
+            "type": "array",
+            "items": object_schema(
+                {
+                    **DECISION["properties"],
+                    "error": {
+                        "anyOf": [object_schema({"code": STRING, "message": STRING}), {"type": "null"}]
+                    },
+                }
+            ),
+        },
     }
 )
 

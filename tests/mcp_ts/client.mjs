@@ -35,6 +35,9 @@ await call("validate_api_key_invalid", "validate_api_key", { api_key: mistyped }
 const token = await call("generate_jwt", "generate_jwt", { chitty_id: config.chittyId, expires_in: "5m" });
 await call("validate_jwt", "validate_jwt", { token: token.token });
 await call("check_permission", "check_permission", { chitty_id: config.chittyId, permission: "audit:read" });
+await call("check_permissions", "check_permissions", {
+  checks: [{ chitty_id: config.chittyId, permission: "audit:read" }, { chitty_id: config.other, permission: "audit:read" }],
+});
 const grant = await call("grant_authorization", "grant_authorization", {
   grantor_chitty_id: config.chittyId,
   grantee_chitty_id: config.other,
