@@ -9,19 +9,19 @@ judged against the clock on every check, so an expired grant never allows, even 
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db.models import FilteredRelation, Q
 from django.utils import timezone
 
 from audit.services import record
-from grants.models import Grant
 from grants.permissions import WILDCARD, covers, intersection, widest
 from identities.chitty_ids import parse_chitty_id
 from identities.models import Identity
 from identities.selectors import get_identity
 from kernel.bounded_cache import BoundedCache
 from kernel.callers import Caller
-from kernel.errors import PermissionDenied, ValidationFailed
+from kernel.errors import NotFound, PermissionDenied, ValidationFailed
 from kernel.invalidation import current_stamp, is_fresh, principal_topic
-from kernel.memory_only import needs_io
+from kernel.memory_only import needs_read
 
 MAX_CACHED_DECISIONS = 256
 
@@ -47,11 +47,11 @@ class _PrincipalGrants:
     __slots__ = ("decisions", "grants", "identity_pk", "is_active", "stamp", "topics")
 
     def __init__(
-        self, identity: Identity, stamp: int | None, is_active: bool, grants: list[LiveGrant]
+        self, chitty_id: str, identity_pk: int, stamp: int | None, is_active: bool, grants: list[LiveGrant]
     ) -> None:
-        self.identity_pk = identity.pk
+        self.identity_pk = identity_pk
         self.stamp = stamp
-        self.topics = (principal_topic(identity.chitty_id),)
+        self.topics = (principal_topic(chitty_id),)
         self.is_active = is_active
         self.grants = grants
         self.decisions: dict[tuple[str, str], Decision] = {}
@@ -60,28 +60,33 @@ class _PrincipalGrants:
 _cache: BoundedCache[str, _PrincipalGrants] = BoundedCache()
 
 
-def _load(identity: Identity, stamp: int | None) -> _PrincipalGrants:
-    now = timezone.now()
-    status = Identity.objects.filter(pk=identity.pk).values_list("status", flat=True).first()
-    rows = Grant.objects.filter(principal_id=identity.pk, revoked_at__isnull=True).exclude(
-        expires_at__lte=now
+def _load(chitty_id: str, stamp: int | None) -> _PrincipalGrants | None:
+    """The registered principal's live grants in one query (a row per grant, or one without), or None when
+    `chitty_id` is not registered."""
+    live = Q(grants__revoked_at__isnull=True) & (
+        Q(grants__expires_at__isnull=True) | Q(grants__expires_at__gt=timezone.now())
     )
-    grants = [
-        LiveGrant(pk, permission, resource_id, expires_at)
-        for pk, permission, resource_id, expires_at in rows.values_list(
-            "pk", "permission", "resource_id", "expires_at"
-        )
-    ]
-    return _PrincipalGrants(identity, stamp, status == Identity.Status.ACTIVE, grants)
+    rows = list(
+        Identity.objects.filter(chitty_id=chitty_id)
+        .annotate(live=FilteredRelation("grants", condition=live))
+        .values_list("pk", "status", "live__id", "live__permission", "live__resource_id", "live__expires_at")
+    )
+    if not rows:
+        return None
+    pk, status = rows[0][:2]
+    grants = [LiveGrant(*row[2:]) for row in rows if row[2] is not None]
+    return _PrincipalGrants(chitty_id, pk, stamp, status == Identity.Status.ACTIVE, grants)
 
 
-def _principal_grants(identity: Identity) -> _PrincipalGrants:
-    entry = _cache.get(identity.chitty_id)
-    if entry is None or entry.identity_pk != identity.pk or not is_fresh(entry.stamp, entry.topics):
-        needs_io("grants lookup")
-        entry = _load(identity, current_stamp())
+def _principal_grants(chitty_id: str) -> _PrincipalGrants | None:
+    entry = _cache.get(chitty_id)
+    if entry is None or not is_fresh(entry.stamp, entry.topics):
+        needs_read("grants lookup")
+        entry = _load(chitty_id, current_stamp())
+        if entry is None:
+            return None
         if entry.stamp is not None:
-            _cache.put(identity.chitty_id, entry)
+            _cache.put(chitty_id, entry)
     return entry
 
 
@@ -98,9 +103,29 @@ def _decide(entry: _PrincipalGrants, permission: str, resource_id: str, now: dat
     return Decision(False, permission, resource_id, reason="no live grant covers it")
 
 
+def _grants_of(identity: Identity) -> _PrincipalGrants | None:
+    """None when the record is gone (deleted, or another one registered under its ChittyID since)."""
+    entry = _principal_grants(identity.chitty_id)
+    return entry if entry is not None and entry.identity_pk == identity.pk else None
+
+
 def check_permission(identity: Identity, permission: str, resource_id: str = "") -> Decision:
     """Does the principal hold `permission` (on `resource_id`, if given) right now, by its grants alone?"""
-    entry = _principal_grants(identity)
+    entry = _grants_of(identity)
+    if entry is None:
+        return Decision(False, permission, resource_id, reason="identity is not active")
+    return _decision(entry, permission, resource_id)
+
+
+def check_registered_permission(chitty_id: str, permission: str, resource_id: str = "") -> Decision:
+    """`check_permission` by ChittyID, without loading the identity: `IDENTITY_NOT_FOUND` if unregistered."""
+    entry = _principal_grants(chitty_id)
+    if entry is None:
+        raise NotFound(f"No identity {chitty_id} is registered", code="IDENTITY_NOT_FOUND")
+    return _decision(entry, permission, resource_id)
+
+
+def _decision(entry: _PrincipalGrants, permission: str, resource_id: str) -> Decision:
     now = timezone.now()
     key = (permission, resource_id)
     decision = entry.decisions.get(key)
@@ -150,10 +175,15 @@ def authorized_principal(caller: Caller, permission: str, chitty_id: str) -> Ide
     """The principal a request acts on: yourself freely, anyone else with `permission`. The permission is
     checked before the lookup, so a caller that may not act on others cannot tell registered ChittyIDs
     from unregistered ones: both get the same `PERMISSION_DENIED`."""
+    authorize_acting_on(caller, permission, chitty_id)
+    return get_identity(chitty_id)
+
+
+def authorize_acting_on(caller: Caller, permission: str, chitty_id: str) -> None:
+    """`authorized_principal` without the lookup, for answers that need no identity record."""
     parse_chitty_id(chitty_id)
     if chitty_id != caller.chitty_id:
         authorize(caller, permission, target=chitty_id)
-    return get_identity(chitty_id)
 
 
 def refuse_unheld_scopes(
@@ -209,8 +239,8 @@ def _record_scope_refusal(caller: Caller, principal: Identity, scope: str, actio
 
 def _backing_grants(principal: Identity) -> list[LiveGrant]:
     """The live grants that can stand behind a credential scope: on any resource, of an active principal."""
-    entry = _principal_grants(principal)
-    if not entry.is_active:
+    entry = _grants_of(principal)
+    if entry is None or not entry.is_active:
         return []
     now = timezone.now()
     return [
@@ -247,11 +277,15 @@ def caller_covers(caller: Caller, pattern: str, resource_id: str = "") -> bool:
         return True
     if caller.identity is None or not any(covers(scope, pattern) for scope in caller.scopes):
         return False
-    entry = _principal_grants(caller.identity)
+    entry = _grants_of(caller.identity)
     now = timezone.now()
-    return entry.is_active and any(
-        covers(grant.permission, pattern)
-        and (grant.expires_at is None or grant.expires_at > now)
-        and (not grant.resource_id or grant.resource_id == resource_id)
-        for grant in entry.grants
+    return (
+        entry is not None
+        and entry.is_active
+        and any(
+            covers(grant.permission, pattern)
+            and (grant.expires_at is None or grant.expires_at > now)
+            and (not grant.resource_id or grant.resource_id == resource_id)
+            for grant in entry.grants
+        )
     )

@@ -12,7 +12,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record
-from grants.checks import Decision, authorize, authorized_principal, caller_covers, check_permission
+from grants.checks import (
+    Decision,
+    authorize,
+    authorize_acting_on,
+    authorized_principal,
+    caller_covers,
+    check_registered_permission,
+)
 from grants.models import Grant
 from grants.permissions import WILDCARD, parse_pattern
 from identities.chitty_ids import parse_chitty_id
@@ -129,13 +136,13 @@ def check_principal_permission(
     caller: Caller, chitty_id: str, permission: str, resource_id: str = ""
 ) -> Decision:
     """The seed's `check_permission`: your own freely, another principal's with `permissions:check`."""
-    identity = authorized_principal(caller, "permissions:check", chitty_id)
+    authorize_acting_on(caller, "permissions:check", chitty_id)
     if permission != WILDCARD and ":" not in str(permission):
         raise ValidationFailed(
             f"Invalid permission {permission!r}: use resource:action", code="INVALID_PERMISSION"
         )
     parse_pattern(permission)
-    return check_permission(identity, permission, _clean_resource_id(resource_id))
+    return check_registered_permission(chitty_id, permission, _clean_resource_id(resource_id))
 
 
 MAX_BULK_CHECKS = 100

@@ -32,7 +32,7 @@ from grants.checks import authorize
 from kernel.callers import Caller
 from kernel.errors import Conflict, ServiceError, ValidationFailed
 from kernel.invalidation import SIGNING_KEYS, current_stamp, invalidate, is_fresh, signing_key_topic
-from kernel.memory_only import needs_io
+from kernel.memory_only import needs_read
 from keys.models import SigningKey
 
 logger = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ def _key_ring() -> _KeyRing:
     global _ring
     ring = _ring
     if ring is None or not is_fresh(ring.stamp, (SIGNING_KEYS,)):
-        needs_io("signing keys")
+        needs_read("signing keys")
         ring = _ring = _load_ring(current_stamp())
     return ring
 

@@ -31,7 +31,7 @@ from kernel.invalidation import (
     signing_key_topic,
     token_topic,
 )
-from kernel.memory_only import needs_io
+from kernel.memory_only import needs_read
 from keys.jwt_decoder import DECODER
 from keys.models import RevokedToken
 from keys.signing_keys import (
@@ -173,7 +173,7 @@ def _is_revoked(jti: str) -> bool:
     """From the set of revoked jtis (so a fresh token costs no query), or per jti above its size."""
     loaded = _revoked_set[0] if _revoked_set else None
     if loaded is None or not loaded.is_fresh():
-        needs_io("revoked tokens")
+        needs_read("revoked tokens")
         stamp = current_stamp()
         loaded = _Cached(_live_revoked_jtis(), stamp, (REVOKED_TOKENS,))
         _revoked_set[:] = [loaded] if stamp is not None else []
@@ -181,7 +181,7 @@ def _is_revoked(jti: str) -> bool:
         return jti in loaded.value
     known = _revoked.get(jti)
     if known is None or not known.is_fresh():
-        needs_io("revoked token lookup")
+        needs_read("revoked token lookup")
         known = _Cached(RevokedToken.objects.filter(jti=jti).exists(), current_stamp(), (token_topic(jti),))
         if known.stamp is not None:
             _revoked.put(jti, known)
@@ -191,7 +191,7 @@ def _is_revoked(jti: str) -> bool:
 def _principal(chitty_id: str) -> Identity | None:
     known = _principals.get(chitty_id)
     if known is None or not known.is_fresh():
-        needs_io("principal lookup")
+        needs_read("principal lookup")
         stamp = current_stamp()
         known = _Cached(
             Identity.objects.filter(chitty_id=chitty_id).first(), stamp, (principal_topic(chitty_id),)

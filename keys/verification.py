@@ -18,7 +18,7 @@ from django.utils import timezone
 from identities.models import Identity
 from kernel.bounded_cache import BoundedCache
 from kernel.invalidation import current_stamp, is_fresh, key_topic, principal_topic
-from kernel.memory_only import needs_io
+from kernel.memory_only import needs_read
 from keys.key_format import (
     InvalidApiKey,
     hash_api_key,
@@ -173,7 +173,7 @@ def _cached_snapshot(secret_hash: str) -> _KeySnapshot | None:
     snapshot = _cache.get(secret_hash)
     if snapshot is not None and is_fresh(snapshot.stamp, snapshot.topics):
         return snapshot
-    needs_io("API key lookup")
+    needs_read("API key lookup")
     snapshot = _snapshot(secret_hash, current_stamp())
     if snapshot is not None and snapshot.stamp is not None:
         _cache.put(secret_hash, snapshot)

@@ -21,7 +21,7 @@ from kernel.bounded_cache import BoundedCache
 from kernel.callers import Caller
 from kernel.errors import Conflict, NotFound, ValidationFailed
 from kernel.invalidation import current_stamp, invalidate, is_fresh, session_topic
-from kernel.memory_only import needs_io
+from kernel.memory_only import needs_io, needs_read
 from sessions.models import AuthSession
 from sessions.signals import jwt_session_ended
 
@@ -131,9 +131,12 @@ def touch_credential_session(caller: Caller, channel: str) -> str:
             AuthSession.objects.filter(session_id=known.session_id).update(last_seen_at=now)
             known.last_seen_written = now
         return known.session_id
-    needs_io("session lookup")
+    needs_read("session lookup")
     stamp = current_stamp()
-    session = _live_session_for(caller, channel, now) or open_session(caller, channel)
+    session = _live_session_for(caller, channel, now)
+    if session is None:
+        needs_io("session open")
+        session = open_session(caller, channel)
     if stamp is not None:
         _rest_sessions.put(
             key, _KnownSession(session.session_id, session.last_seen_at, session.expires_at, stamp)
@@ -154,6 +157,7 @@ def _live_session_for(caller: Caller, channel: str, now: datetime) -> AuthSessio
         sessions = sessions.filter(channel=channel, last_seen_at__gt=now - _session_timeout())
     session = sessions.exclude(expires_at__lte=now).order_by("-last_seen_at").first()
     if session is not None and now - session.last_seen_at >= LAST_SEEN_WRITE_INTERVAL:
+        needs_io("session last seen")
         session.last_seen_at = now
         session.save(update_fields=["last_seen_at"])
     return session

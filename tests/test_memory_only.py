@@ -3,12 +3,13 @@ anywhere else or raises `NeedsIO` having changed nothing, so running it again in
 nothing."""
 
 import pytest
+from django.db import connection
 
 from audit.models import AuditEvent
 from grants.services import grant_permission
 from kernel.callers import Caller
 from kernel.invalidation import current_stamp, invalidate_now, key_topic, session_topic
-from kernel.memory_only import NeedsIO, answering_from_memory
+from kernel.memory_only import NeedsIO, NeedsRead, answering_from_memory, answering_without_writes
 from keys import services as key_services
 from keys import usage as key_usage
 from keys.credentials import authenticate_bearer
@@ -130,3 +131,28 @@ def test_outside_a_memory_answer_every_read_sees_the_latest_stamp(db):
     before = current_stamp()
     invalidate_now(key_topic("any"))
     assert current_stamp() > before
+
+
+def test_answering_without_writes_reads_but_refuses_every_write_before_it_happens(cast):
+    """The worker-thread mode: a cold key is answered with its read; a write nobody guarded is refused by the
+    database connection itself, and nothing is written."""
+    caller, owner = cast
+    issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
+    with answering_without_writes():
+        assert validate_api_key(caller, issued.secret).valid
+    events = AuditEvent.objects.count()
+    with pytest.raises(NeedsIO), answering_without_writes(), connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE keys_apikey SET name = %s WHERE key_id = %s", ["renamed", issued.api_key.key_id]
+        )
+    with pytest.raises(NeedsIO), answering_without_writes():
+        validate_api_key(caller, "chitty_live_" + "A" * 49)  # a refusal to audit is a write
+    assert ApiKey.objects.get(key_id=issued.api_key.key_id).name != "renamed"
+    assert AuditEvent.objects.count() == events
+
+
+def test_a_read_inside_a_memory_answer_is_a_needs_read(cast):
+    caller, owner = cast
+    issued = generate_api_key(SYSTEM, chitty_id=owner.chitty_id)
+    with pytest.raises(NeedsRead), answering_from_memory():
+        validate_api_key(caller, issued.secret)
