@@ -1,9 +1,12 @@
 """REST adapters for grants and permission checks: parse, call one service, render."""
 
+from typing import Any
+
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from grants import services
@@ -16,7 +19,8 @@ from grants.serializers import (
     bulk_outcome_as_dict,
     decision_as_dict,
 )
-from kernel.rest import validated
+from kernel.callers import Caller
+from kernel.rest import AnswerView, validated
 
 
 class GrantListView(APIView):
@@ -81,8 +85,25 @@ BULK_DECISIONS = inline_serializer(
 )
 
 
-class PermissionCheckView(APIView):
+class PermissionCheckView(AnswerView):
     """One check (`chitty_id`, `permission`, `resource`), or many at once (`{"checks": [...]}`)."""
+
+    input_serializer = PermissionCheckSerializer
+
+    @classmethod
+    def input_serializer_for(cls, data: Any) -> type[Serializer]:
+        if isinstance(data, dict) and "checks" in data:
+            return BulkPermissionCheckSerializer
+        return PermissionCheckSerializer
+
+    @staticmethod
+    def answer(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
+        if "checks" in data:
+            return bulk_outcome_as_dict(services.check_principal_permissions(caller, data["checks"]))
+        decision = services.check_principal_permission(
+            caller, data["chitty_id"], data["permission"], data["resource"]
+        )
+        return decision_as_dict(data["chitty_id"], decision)
 
     @extend_schema(
         request=PolymorphicProxySerializer(
@@ -95,11 +116,4 @@ class PermissionCheckView(APIView):
         ),
     )
     def post(self, request: Request) -> Response:
-        if isinstance(request.data, dict) and "checks" in request.data:
-            queries = validated(BulkPermissionCheckSerializer, request.data)["checks"]
-            return Response(bulk_outcome_as_dict(services.check_principal_permissions(request.auth, queries)))
-        data = validated(PermissionCheckSerializer, request.data)
-        decision = services.check_principal_permission(
-            request.auth, data["chitty_id"], data["permission"], data["resource"]
-        )
-        return Response(decision_as_dict(data["chitty_id"], decision))
+        return super().post(request)

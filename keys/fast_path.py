@@ -14,9 +14,11 @@ and header rule stays Django's and nothing is counted twice. The answer itself c
 import io
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from asgiref.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 from django.conf import settings
 from django.urls import resolve, reverse
@@ -25,7 +27,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 
 from kernel.errors import ServiceError
-from kernel.memory_only import NeedsIO, answering_from_memory
+from kernel.memory_only import NeedsIO, NeedsRead, answering_from_memory, answering_without_writes
 from kernel.origins import host_allowed
 from kernel.parsers import JSONParser
 from kernel.rest import AnswerView
@@ -33,7 +35,7 @@ from keys.authentication import BearerCredentialAuthentication, rest_caller
 
 logger = logging.getLogger(__name__)
 
-FAST_ROUTE_NAMES = ("key-validate", "token-validate")
+FAST_ROUTE_NAMES = ("key-validate", "token-validate", "permission-check")
 MAX_BODY_BYTES = 16 * 1024  # the largest valid body (an 8 KiB token, JSON-escaped) fits
 JSON = b"application/json"
 # The request headers the answer depends on; a request carrying any of them twice goes to Django.
@@ -64,8 +66,10 @@ def with_rest_fast_path(app: Asgi) -> Asgi:
         headers = _read_headers(scope)
         answer = None
         if body is not None and headers is not None and _plain_headers(scope, headers, len(body)):
-            answer = _answer_from_memory(route.view, scope, headers, body)
-        if answer is None:
+            answer = _attempt(answering_from_memory, route.view, scope, headers, body)
+            if answer is NEEDS_READS:
+                answer = await _answer_with_reads(route.view, scope, headers, body)
+        if not isinstance(answer, bytes):
             await app(scope, _replaying(received, receive), send)
             return
         response_headers = _response_headers(route, scope, headers, answer)
@@ -139,14 +143,19 @@ def _replaying(received: list[ASGIReceiveEvent], receive: ASGIReceiveCallable) -
     return replay
 
 
-def _answer_from_memory(
-    view: type[AnswerView], scope: Scope, headers: dict[bytes, bytes], body: bytes
-) -> bytes | None:
-    """The rendered answer, or None to let Django answer (which then does everything, audit included).
+NEEDS_READS = object()  # what `_attempt` answers when reads alone would have let it answer
 
-    Whatever goes wrong here goes to Django too: effects wait for a clean exit, so nothing has changed."""
+
+def _attempt(
+    mode: Callable[[], AbstractContextManager], view: type[AnswerView], scope: Scope, headers, body: bytes
+) -> bytes | object | None:
+    """The rendered answer, `NEEDS_READS`, or None to let Django answer (which then does everything, audit
+    included). Whatever goes wrong here goes to Django too: effects wait for a clean exit, so nothing has
+    changed."""
     try:
-        return _answer(view, scope, headers, body)
+        return _answer(mode, view, scope, headers, body)
+    except NeedsRead:
+        return NEEDS_READS
     except (NeedsIO, ServiceError, ParseError):
         return None
     except Exception as exc:  # a bug here must not become a bare 500 without the security headers  # noqa: BLE001
@@ -154,12 +163,25 @@ def _answer_from_memory(
         return None
 
 
-def _answer(view: type[AnswerView], scope: Scope, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
-    serializer = view.input_serializer(data=JSONParser().parse(io.BytesIO(body)))
+def _attempt_with_reads(view: type[AnswerView], scope: Scope, headers, body: bytes) -> bytes | None:
+    answer = _attempt(answering_without_writes, view, scope, headers, body)
+    return answer if isinstance(answer, bytes) else None
+
+
+# A cold answer's reads run on the thread Django's own views use (so it shares their database connection and,
+# under test, their transaction): a read costs a hop to it, not a trip through Django's request machinery.
+_answer_with_reads = sync_to_async(_attempt_with_reads, thread_sensitive=True)
+
+
+def _answer(
+    mode: Callable[[], AbstractContextManager], view: type[AnswerView], scope: Scope, headers, body: bytes
+) -> bytes | None:
+    data = JSONParser().parse(io.BytesIO(body))
+    serializer = view.input_serializer_for(data)(data=data)
     if not serializer.is_valid():
         return None
     client = scope.get("client")
-    with answering_from_memory():
+    with mode():
         caller = rest_caller(
             headers[b"authorization"],
             client_address=client[0] if client else None,

@@ -60,23 +60,35 @@ def _edge_values(schema: dict) -> list:
     for bound in ("minLength", "maxLength"):
         if bound in schema:
             values += [char * (schema[bound] + step) for char in "a😀" for step in (-1, 0, 1)]
+    items = schema.get("items", {})
+    item = _valid_object(items) if items.get("type") == "object" else "a"
     for bound in ("minItems", "maxItems"):
         if bound in schema:
-            values += [["a"] * (schema[bound] + step) for step in (-1, 0, 1)]
+            values += [[item] * (schema[bound] + step) for step in (-1, 0, 1)]
+    if items.get("type") == "object":  # lists of objects: one with each edge value in each property
+        values += [[variant] for variant in _object_variants(items)]
     for bound in ("minimum", "maximum"):
         if bound in schema:
             values += [schema[bound] + step for step in (-1, 0, 1)] + [float(schema[bound])]
     return values
 
 
-def _argument_variants(spec: ToolSpec) -> list[dict]:
-    """Valid arguments, then each one taken away, replaced by every edge value, or joined by an unknown one."""
-    properties = spec.input_schema["properties"]
-    valid = {
-        name: next(value for value in _edge_values(schema) if Draft202012Validator(schema).is_valid(value))
-        for name, schema in properties.items()
-        if name in spec.input_schema["required"]
+def _valid_object(schema: dict) -> dict:
+    return {
+        name: next(value for value in _edge_values(nested) if Draft202012Validator(nested).is_valid(value))
+        for name, nested in schema["properties"].items()
+        if name in schema["required"]
     }
+
+
+def _argument_variants(spec: ToolSpec) -> list[dict]:
+    return _object_variants(spec.input_schema)
+
+
+def _object_variants(schema: dict) -> list[dict]:
+    """Valid arguments, then each one taken away, replaced by every edge value, or joined by an unknown one."""
+    properties = schema["properties"]
+    valid = _valid_object(schema)
     variants = [valid, {**valid, "unexpected": 1}]
     variants += [{key: value for key, value in valid.items() if key != name} for name in valid]
     variants += [

@@ -12,7 +12,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.asgi import get_asgi_application
 from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
+from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
 from chittyauth_site import asgi
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.django_db
 SYSTEM = Caller.system("tests")
 VALIDATOR = "CHITTY-PEO-FASTVALIDATOR-A"
 OWNER = "CHITTY-PEO-FASTOWNER-A"
-KEYS, TOKENS = "/api/v1/keys/validate", "/api/v1/tokens/validate"
+KEYS, TOKENS, CHECKS = "/api/v1/keys/validate", "/api/v1/tokens/validate", "/api/v1/permissions/check"
 FAST = asgi.application
 DJANGO = asgi.django_asgi_app  # the same service without the fast path in front
 
@@ -138,6 +139,60 @@ def test_a_cold_request_goes_to_django_and_warms_the_next(cast):
     assert first.json()["chitty_id"] == OWNER
 
 
+def test_a_cold_validation_is_answered_with_one_read_and_exactly_as_django_answers(cast):
+    """The caller is warm; the key, the token and the principal's grants are not: each is answered without
+    Django, each with its one query, and as Django answers it."""
+    grant_permission(SYSTEM, grantee_chitty_id=VALIDATOR, permission="permissions:check")
+    assert post(FAST, KEYS, {"api_key": cast["key"].secret}, bearer=cast["validator"]).status_code == 200
+    assert post(FAST, TOKENS, {"token": cast["token"]}, bearer=cast["validator"]).status_code == 200
+    cold_key = generate_api_key(SYSTEM, chitty_id=OWNER)
+    cold_token = generate_jwt(SYSTEM, chitty_id=VALIDATOR).token  # a principal no token validation has read
+    grant_permission(SYSTEM, grantee_chitty_id=OWNER, permission="documents:read")  # drops OWNER's grants
+    requests = [
+        (KEYS, {"api_key": cold_key.secret}),
+        (TOKENS, {"token": cold_token}),
+        (CHECKS, {"chitty_id": OWNER, "permission": "documents:read"}),
+    ]
+    answers = []
+    with django_requests() as seen, CaptureQueriesContext(connection) as queries:
+        for path, request in requests:
+            before = len(queries)
+            answers.append(post(FAST, path, request, bearer=cast["validator"]))
+            assert len(queries) - before == 1, (path, queries.captured_queries[before:])
+    assert len(seen) == 0
+    for (path, request), from_fast_path in zip(requests, answers, strict=True):
+        assert answered(from_fast_path) == answered(post(DJANGO, path, request, bearer=cast["validator"]))
+    assert answers[0].json()["valid"] is True and answers[1].json()["valid"] is True
+    assert answers[2].json()["allowed"] is True
+
+
+def test_permission_checks_one_or_many_are_answered_without_django_as_django_answers(cast):
+    grant_permission(SYSTEM, grantee_chitty_id=OWNER, permission="documents:read")
+    grant_permission(SYSTEM, grantee_chitty_id=VALIDATOR, permission="permissions:check")
+    single = {"chitty_id": OWNER, "permission": "documents:read"}
+    bulk = {"checks": [single, {"chitty_id": OWNER, "permission": "documents:write", "resource": "d1"}]}
+    for request in (single, bulk):
+        from_django = post(DJANGO, CHECKS, request, bearer=cast["validator"])
+        assert from_django.status_code == 200, from_django.content
+        with django_requests() as seen:
+            from_fast_path = post(FAST, CHECKS, request, bearer=cast["validator"])
+        assert len(seen) == 0
+        assert answered(from_fast_path) == answered(from_django)
+    assert from_fast_path.json()["results"][0]["allowed"] is True
+
+
+def test_a_refused_permission_check_is_left_to_django_and_audited_once(cast):
+    """Checking another principal without `permissions:check` is refused and audited: Django answers it."""
+    refusals = AuditEvent.objects.filter(action="authorization.denied")
+    with django_requests() as seen:
+        refused = post(
+            FAST, CHECKS, {"chitty_id": OWNER, "permission": "audit:read"}, bearer=cast["validator"]
+        )
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "PERMISSION_DENIED"
+    assert len(seen) == 1
+    assert refusals.count() == 1
+
+
 def test_a_revocation_is_seen_on_the_very_next_request_and_audited_once(cast):
     request = {"api_key": cast["key"].secret}
     assert post(FAST, KEYS, request, bearer=cast["validator"]).json()["valid"] is True
@@ -167,15 +222,16 @@ def test_a_revoked_token_and_a_suspended_caller_are_seen_at_once(cast):
 
 
 def test_uses_are_counted_once_whichever_path_answers(cast):
-    """Three answers from memory, one by Django, and one where the caller was authenticated from memory but
-    the key to validate was not cached, so Django did it all again: five uses of each key, no more."""
+    """One answer by Django (the caller's first, which opens its session), three from memory, and one where the
+    caller was authenticated from memory but the key to validate was not cached, so it was answered again with
+    its read in a worker: five uses of the caller's key, no more, and one of each validated key per answer."""
     other = generate_api_key(SYSTEM, chitty_id=OWNER)
     request = {"api_key": cast["key"].secret}
     with django_requests() as seen:
         for _ in range(4):
             assert post(FAST, KEYS, request, bearer=cast["validator"]).json()["valid"] is True
         assert post(FAST, KEYS, {"api_key": other.secret}, bearer=cast["validator"]).json()["valid"] is True
-    assert len(seen) == 2
+    assert len(seen) == 1
     flush_usage()
     assert ApiKey.objects.get(key_id=cast["key"].api_key.key_id).use_count == 4
     assert ApiKey.objects.get(key_id=other.api_key.key_id).use_count == 1
