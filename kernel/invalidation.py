@@ -229,11 +229,8 @@ class _RedisFeed:
         sequence = self._sequence_now()
         if sequence == self.last_sequence:
             return
-        # A message still in flight (the publisher's INCR is seen before its delivery) gets a heartbeat to arrive.
-        deadline = time.monotonic() + HEARTBEAT_SECONDS
-        while sequence > self.last_sequence and time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-            if message is not None and message["type"] == "message":
+        while sequence > self.last_sequence and (message := pubsub.get_message(timeout=0.05)) is not None:
+            if message["type"] == "message":
                 self._apply(message["data"])
         if sequence != self.last_sequence:
             logger.warning("Invalidation sequence moved without its message; flushing every cache")
