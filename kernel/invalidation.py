@@ -125,6 +125,15 @@ def _signature() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
 
 
+def _parsed(payload: bytes) -> tuple[str, list[str]] | None:
+    """A change as both feeds carry it, `[signature, [topic, ...]]`, or None when it does not parse."""
+    try:
+        signature, topics = json.loads(payload)
+        return str(signature), [str(topic) for topic in topics]
+    except (ValueError, TypeError):
+        return None
+
+
 class _RedisFeed:
     """Publishes this process's changes and follows everyone else's, with gap detection."""
 
@@ -204,15 +213,13 @@ class _RedisFeed:
         return int(self._client.get(SEQUENCE_KEY) or 0)
 
     def _apply(self, data: bytes) -> None:
-        try:
-            sequence_text, payload = data.split(b" ", 1)
-            sequence = int(sequence_text)
-            signature, topics = json.loads(payload)
-            topics = [str(topic) for topic in topics]
-        except (ValueError, TypeError):
+        sequence_text, _, payload = data.partition(b" ")
+        parsed = _parsed(payload) if sequence_text.isdigit() else None
+        if parsed is None:
             logger.warning("An invalidation message did not parse; flushing every cache")
             _ledger.flush()
             return
+        sequence, (signature, topics) = int(sequence_text), parsed
         if sequence != self.last_sequence + 1:  # a gap, a step back (Redis restarted) or a replay
             logger.warning(
                 "Invalidation sequence jumped from %d to %d; flushing every cache",
@@ -290,13 +297,12 @@ class _LogFeed:
                 self._apply(line)
 
     def _apply(self, line: bytes) -> None:
-        try:
-            signature, topics = json.loads(line)
-            topics = [str(topic) for topic in topics]
-        except (ValueError, TypeError):
+        parsed = _parsed(line)
+        if parsed is None:
             logger.warning("An invalidation log line did not parse; flushing every cache")
             _ledger.flush()
             return
+        signature, topics = parsed
         if signature != self.signature:
             _ledger.changes(topics)
 
@@ -362,6 +368,18 @@ def invalidate(*topics: str) -> None:
     """Call inside the transaction that makes the change: it applies now and again after the commit."""
     invalidate_now(*topics)
     transaction.on_commit(lambda: invalidate_now(*topics))
+
+
+def is_caught_up() -> bool:
+    """Has this process heard every change announced so far? (Tests and benchmarks wait on it: a flush of the
+    Redis database resets the sequence, and the follower flushes once when it sees that.)"""
+    feed = _current_feed()
+    if isinstance(feed, _LogFeed):
+        return feed.stamp() is not None
+    try:
+        return feed.live.is_set() and feed.last_sequence == feed._sequence_now()
+    except redis.RedisError:
+        return False
 
 
 def invalidate_everything_now() -> None:
