@@ -45,6 +45,7 @@ CHANNEL = "chittyauth:invalidations:{db}"
 SEQUENCE_KEY = "chittyauth:invalidations:sequence"
 EVERYTHING = "*"
 HEARTBEAT_SECONDS = 1.0
+HEARTBEAT_PING = "chittyauth-invalidation-heartbeat"
 RESUBSCRIBE_DELAY_SECONDS = 0.5
 MAX_TRACKED_TOPICS = 100_000  # past this many changed topics the ledger flushes whole and starts again
 MAX_TOPICS_PER_MESSAGE = 1_000  # a bigger change is announced as "everything"
@@ -232,14 +233,25 @@ class _RedisFeed:
             _ledger.changes(topics)
 
     def _heartbeat(self, pubsub: redis.client.PubSub) -> None:
-        """No message for a while: a sequence that moved anyway means a message was lost (or Redis restarted)."""
+        """No message for a while: a sequence that moved anyway means a message was lost (or Redis restarted).
+
+        Every message numbered up to the sequence read here was published before that read, so it is queued on
+        the subscription ahead of the answer to a PING sent after it: once that answer is in, what has not
+        arrived was lost, with no guess at delivery time."""
         sequence = self._sequence_now()
         if sequence == self.last_sequence:
             return
-        while sequence > self.last_sequence and (message := pubsub.get_message(timeout=0.05)) is not None:
+        pubsub.ping(HEARTBEAT_PING)
+        heard_any = False
+        while (message := pubsub.get_message(timeout=HEARTBEAT_SECONDS * 5)) is not None:
             if message["type"] == "message":
                 self._apply(message["data"])
-        if sequence != self.last_sequence:
+                heard_any = True
+            elif message["type"] == "pong" and message["data"] == HEARTBEAT_PING.encode():
+                break
+        else:
+            raise redis.TimeoutError("the subscription did not answer its heartbeat")
+        if self.last_sequence < sequence or (not heard_any and self.last_sequence != sequence):
             logger.warning("Invalidation sequence moved without its message; flushing every cache")
             _ledger.flush()
             self.last_sequence = sequence
