@@ -2,6 +2,8 @@
 anywhere else or raises `NeedsIO` having changed nothing, so running it again in a worker loses and doubles
 nothing."""
 
+import time
+
 import pytest
 from django.db import connection
 
@@ -80,6 +82,30 @@ def test_use_counts_due_for_writing_need_io_and_none_is_lost_or_doubled(cast, mo
         from_memory(validate_api_key, caller, issued.secret)
     assert validate_api_key(caller, issued.secret).valid  # run again where writing is fine
     assert ApiKey.objects.get(key_id=issued.api_key.key_id).use_count == 3
+
+
+def test_a_due_write_takes_the_counts_due_soon_so_a_stream_of_new_keys_stays_in_memory(cast):
+    caller, owner = cast
+    first, soon, later = (generate_api_key(SYSTEM, chitty_id=owner.chitty_id) for _ in range(3))
+    for issued in (first, soon, later):
+        assert validate_api_key(caller, issued.secret).valid  # one use pending each
+    interval = key_usage.USAGE_FLUSH_INTERVAL_SECONDS
+    assert interval * key_usage.WRITE_AHEAD_SHARE > 2
+    now = time.monotonic()
+    key_usage._write_deadlines.clear()
+    key_usage._write_deadlines.extend(
+        [
+            (now - 1, first.api_key.key_id),  # due
+            (now + 2, soon.api_key.key_id),  # due in 2 s: within the share of the interval written ahead
+            (now + interval, later.api_key.key_id),  # due a whole interval from now
+        ]
+    )
+    with pytest.raises(NeedsIO):
+        from_memory(validate_api_key, caller, first.secret)
+    assert validate_api_key(caller, first.secret).valid  # writes the due count and the one due soon
+    assert from_memory(validate_api_key, caller, soon.secret).valid  # nothing due any more: no write
+    counts = dict(ApiKey.objects.values_list("key_id", "use_count"))
+    assert [counts[issued.api_key.key_id] for issued in (first, soon, later)] == [2, 1, 0]
 
 
 def test_tokens_are_answered_from_memory_only_while_nothing_changed(cast):
