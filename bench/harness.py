@@ -7,6 +7,7 @@ The machine is shared and noisy: contenders are interleaved round by round, orde
 and every figure is a median; ratios are taken within a round, then the median of those is reported.
 """
 
+import argparse
 import contextlib
 import json
 import os
@@ -198,6 +199,24 @@ def machine_summary() -> str:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} CPUs · load average at start {load} · "
         f"Python {sys.version.split()[0]} · Django {django.get_version()}"
     )
+
+
+def measure_and_report(
+    module: str,
+    section: str,
+    args: argparse.Namespace,
+    run_backend: Callable[[Backend, argparse.Namespace], object],
+    report: Callable[[dict, str, str, argparse.Namespace], str],
+) -> None:
+    """Every bench's main step: measure each backend, print the report, and with `--write-results` replace the
+    bench's section of RESULTS.md."""
+    command = " ".join([f".venv/bin/python -m {module}", *sys.argv[1:]])
+    machine = machine_summary()
+    results = {backend.name: run_backend(backend, args) for backend in args.backends}
+    text = report(results, command, machine, args)
+    print(text)
+    if args.write_results:
+        write_results_section(section, text)
 
 
 def write_results_section(heading: str, body: str) -> None:

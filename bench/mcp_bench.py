@@ -39,13 +39,12 @@ from bench.harness import (
     Ratio,
     backend_environment,
     daphne_server,
-    machine_summary,
+    measure_and_report,
     median,
     parse_backends,
     run_worker,
     seed_validation_cast,
     throwaway_database,
-    write_results_section,
 )
 
 SECTION = "MCP"
@@ -387,13 +386,7 @@ def main() -> None:
         return
     if min(args.rounds, args.calls, args.http_calls, args.pipelined_calls, args.in_flight) < 1:
         parser.error("--rounds and the call counts must each be at least 1")
-    command = " ".join([".venv/bin/python -m bench.mcp_bench", *sys.argv[1:]])
-    machine = machine_summary()
-    results = {backend.name: run_backend(backend, args) for backend in args.backends}
-    text = report(results, command, machine, args)
-    print(text)
-    if args.write_results:
-        write_results_section(SECTION, text)
+    measure_and_report("bench.mcp_bench", SECTION, args, run_backend, report)
 
 
 if __name__ == "__main__":

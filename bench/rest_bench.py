@@ -29,13 +29,12 @@ from bench.harness import (
     Ratio,
     backend_environment,
     daphne_server,
-    machine_summary,
+    measure_and_report,
     median,
     parse_backends,
     run_worker,
     seed_validation_cast,
     throwaway_database,
-    write_results_section,
 )
 
 SECTION = "REST throughput"
@@ -203,13 +202,7 @@ def main() -> None:
         return
     if not Path(WRK).exists():
         raise SystemExit("wrk is needed: apt-get install -y wrk")
-    command = " ".join([".venv/bin/python -m bench.rest_bench", *sys.argv[1:]])
-    machine = machine_summary()
-    results = {backend.name: run_backend(backend, args) for backend in args.backends}
-    text = report(results, command, machine, args)
-    print(text)
-    if args.write_results:
-        write_results_section(SECTION, text)
+    measure_and_report("bench.rest_bench", SECTION, args, run_backend, report)
 
 
 if __name__ == "__main__":
