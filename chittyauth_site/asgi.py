@@ -2,6 +2,7 @@
 REST fast path), WebSocket through Channels (MCP at `/mcp/ws`)."""
 
 import os
+import sys
 
 from channels.routing import ProtocolTypeRouter
 from django.core.asgi import get_asgi_application
@@ -10,14 +11,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chittyauth_site.settings")
 
 django_asgi_app = get_asgi_application()
 
+from chittyauth_site.listen_guard import check_daphne_bind, with_loopback_guard  # noqa: E402
 from kernel.graceful_shutdown import with_request_draining  # noqa: E402
 from keys.fast_path import with_rest_fast_path  # noqa: E402 - needs the apps loaded first
 from mcp_endpoint.http import with_mcp_http  # noqa: E402
 from mcp_endpoint.routing import websocket_application  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": with_rest_fast_path(with_mcp_http(with_request_draining(django_asgi_app))),
-        "websocket": websocket_application(),
-    }
+check_daphne_bind(sys.argv)
+application = with_loopback_guard(
+    ProtocolTypeRouter(
+        {
+            "http": with_rest_fast_path(with_mcp_http(with_request_draining(django_asgi_app))),
+            "websocket": websocket_application(),
+        }
+    )
 )

@@ -10,6 +10,18 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from chittyauth_site.configuration import (
+    ENVIRONMENTS,
+    SIGNING_ALGORITHMS,
+    check_fernet_keys,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_url,
+)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CHITTYAUTH_VAR_DIR", BASE_DIR / "var"))
 
@@ -17,39 +29,28 @@ DEVELOPMENT_SECRET_KEY = "insecure-development-secret-key-do-not-use-in-producti
 DEVELOPMENT_JWT_SECRET = "insecure-development-jwt-secret-do-not-use-in-production"  # noqa: S105
 MIN_JWT_SECRET_BYTES = 32
 
-ENVIRONMENT = os.environ.get("ENVIRONMENT", "development")
+# `development` and `test` (DEBUG off) run on loopback with the published development secrets if no real ones
+# are set; `production` insists on real ones. Anything else is a typo and refuses to start.
+ENVIRONMENT = env_choice("ENVIRONMENT", "development", ENVIRONMENTS)
 IS_PRODUCTION = ENVIRONMENT == "production"
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
-
-
-def _env_list(name: str, default: list[str]) -> list[str]:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 SECRET_KEY = os.environ.get("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 JWT_SECRET = os.environ.get("JWT_SECRET", DEVELOPMENT_JWT_SECRET)
 # Encrypts private JWT signing keys at rest; it lives in the environment, never in the database.
 SIGNING_KEY_ENCRYPTION_KEY = os.environ.get("SIGNING_KEY_ENCRYPTION_KEY", "")
-DEBUG = _env_bool("DEBUG", not IS_PRODUCTION)
+check_fernet_keys("SIGNING_KEY_ENCRYPTION_KEY", SIGNING_KEY_ENCRYPTION_KEY)
+DEBUG = env_bool("DEBUG", ENVIRONMENT == "development")
+# Secrets still at their published development values. They are refused in production, and anywhere else
+# served only to connections on a loopback address (chittyauth_site/listen_guard.py).
+DEVELOPMENT_SECRETS_IN_USE = [
+    name
+    for name, value, development in (
+        ("SECRET_KEY", SECRET_KEY, DEVELOPMENT_SECRET_KEY),
+        ("JWT_SECRET", JWT_SECRET, DEVELOPMENT_JWT_SECRET),
+    )
+    if value in ("", development)
+]
 
 if IS_PRODUCTION:
     problems = []
@@ -61,7 +62,7 @@ if IS_PRODUCTION:
         problems.append("SIGNING_KEY_ENCRYPTION_KEY must be set")
     if DEBUG:
         problems.append("DEBUG must be off")
-    if not _env_list("ALLOWED_HOSTS", []):
+    if not env_list("ALLOWED_HOSTS", []):
         problems.append(
             "ALLOWED_HOSTS must name this service's host names (without it every request gets 400)"
         )
@@ -70,7 +71,7 @@ if IS_PRODUCTION:
 elif len(JWT_SECRET.encode()) < MIN_JWT_SECRET_BYTES:
     raise ImproperlyConfigured(f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")
 
-ALLOWED_HOSTS = _env_list(
+ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", [] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
 )
 
@@ -133,12 +134,15 @@ WSGI_APPLICATION = "chittyauth_site.wsgi.application"
 ASGI_APPLICATION = "chittyauth_site.asgi.application"
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'chittyauth.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=_env_int("DB_CONN_MAX_AGE", 0))}
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+except ValueError as exc:  # an unknown scheme; the message names it, never the URL (it may hold a password)
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django can use: {exc}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent writers queue instead of failing.
     DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30}
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"))
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     # channels_redis blocks up to 5 s per read (`brpop_timeout`) and redis-py 8 times a read out after 5 s by
@@ -196,31 +200,29 @@ STORAGES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # ChittyID authority: remote when an endpoint is set, otherwise the identities registered here.
-CHITTYID_ENDPOINT = os.environ.get("CHITTYID_ENDPOINT", "").rstrip("/")
+CHITTYID_ENDPOINT = env_url("CHITTYID_ENDPOINT", "")
 CHITTYID_API_KEY = os.environ.get("CHITTYID_API_KEY", "")
-CHITTYID_TIMEOUT_SECONDS = float(os.environ.get("CHITTYID_TIMEOUT_SECONDS", "3"))
-CHITTYID_RETRIES = _env_int("CHITTYID_RETRIES", 2)
-CHITTYID_CACHE_SECONDS = _env_int("CHITTYID_CACHE_SECONDS", 60)
+CHITTYID_TIMEOUT_SECONDS = env_float("CHITTYID_TIMEOUT_SECONDS", 3.0)
+CHITTYID_RETRIES = env_int("CHITTYID_RETRIES", 2)
+CHITTYID_CACHE_SECONDS = env_int("CHITTYID_CACHE_SECONDS", 60)
 
-SESSION_TIMEOUT = _env_int("SESSION_TIMEOUT", 3600)
+SESSION_TIMEOUT = env_int("SESSION_TIMEOUT", 3600)
 # Live sessions one principal may hold (0: no limit); past it, end the oldest or refuse the newest.
 # Entries per hot-path cache in each process (keys, tokens, principals' grants, REST sessions); least
 # recently used go first. README "Caches" gives the memory an entry costs.
-HOT_CACHE_MAX_ENTRIES = _env_int("HOT_CACHE_MAX_ENTRIES", 50_000)
-MAX_SESSIONS_PER_PRINCIPAL = _env_int("MAX_SESSIONS_PER_PRINCIPAL", 0)
-SESSION_LIMIT_POLICY = os.environ.get("SESSION_LIMIT_POLICY", "end_oldest")
-if SESSION_LIMIT_POLICY not in ("end_oldest", "refuse_newest"):
-    raise ImproperlyConfigured("SESSION_LIMIT_POLICY must be end_oldest or refuse_newest")
+HOT_CACHE_MAX_ENTRIES = env_int("HOT_CACHE_MAX_ENTRIES", 50_000)
+MAX_SESSIONS_PER_PRINCIPAL = env_int("MAX_SESSIONS_PER_PRINCIPAL", 0)
+SESSION_LIMIT_POLICY = env_choice("SESSION_LIMIT_POLICY", "end_oldest", ("end_oldest", "refuse_newest"))
 
 # JWTs: HS256 with JWT_SECRET as the seed documents, or EdDSA / ES256 with rotating keys published as JWKS.
 JWT_ISSUER = os.environ.get("JWT_ISSUER", "chittyauth")
 JWT_AUDIENCE = os.environ.get("JWT_AUDIENCE", "chittyos")
-JWT_SIGNING_ALGORITHM = os.environ.get("JWT_SIGNING_ALGORITHM", "HS256")
-JWT_DEFAULT_LIFETIME_SECONDS = _env_int("JWT_DEFAULT_LIFETIME_SECONDS", 3600)
-JWT_MAX_LIFETIME_SECONDS = _env_int("JWT_MAX_LIFETIME_SECONDS", 7 * 24 * 3600)
-JWT_LEEWAY_SECONDS = _env_int("JWT_LEEWAY_SECONDS", 30)
+JWT_SIGNING_ALGORITHM = env_choice("JWT_SIGNING_ALGORITHM", "HS256", SIGNING_ALGORITHMS)
+JWT_DEFAULT_LIFETIME_SECONDS = env_int("JWT_DEFAULT_LIFETIME_SECONDS", 3600)
+JWT_MAX_LIFETIME_SECONDS = env_int("JWT_MAX_LIFETIME_SECONDS", 7 * 24 * 3600)
+JWT_LEEWAY_SECONDS = env_int("JWT_LEEWAY_SECONDS", 30)
 
-API_KEY_ROTATION_OVERLAP_SECONDS = _env_int("API_KEY_ROTATION_OVERLAP_SECONDS", 300)
+API_KEY_ROTATION_OVERLAP_SECONDS = env_int("API_KEY_ROTATION_OVERLAP_SECONDS", 300)
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -234,7 +236,7 @@ REST_FRAMEWORK = {
 }
 # Warm POST /api/v1/keys/validate and /api/v1/tokens/validate answered without Django's request machinery
 # (keys/fast_path.py); off sends every request through Django.
-REST_FAST_PATH = _env_bool("REST_FAST_PATH", True)
+REST_FAST_PATH = env_bool("REST_FAST_PATH", True)
 SPECTACULAR_SETTINGS = {
     "TITLE": "ChittyAuth API",
     "DESCRIPTION": "Authentication and authorization for the ChittyOS ecosystem.",
@@ -244,31 +246,34 @@ SPECTACULAR_SETTINGS = {
 
 if IS_PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     # Load balancers probe nodes over plain HTTP; a redirect would mark every node unhealthy.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
-    SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    },
 }
 
 # Scheduled jobs
 # Keys, grants and sessions that expired, were revoked or ended longer ago than this are deleted.
-CLEANUP_RETENTION_DAYS = _env_int("CLEANUP_RETENTION_DAYS", 30)
+CLEANUP_RETENTION_DAYS = env_int("CLEANUP_RETENTION_DAYS", 30)
 # Rows per cleanup transaction: small enough that no transaction holds its locks for long.
-CLEANUP_BATCH_SIZE = _env_int("CLEANUP_BATCH_SIZE", 5000)
+CLEANUP_BATCH_SIZE = env_int("CLEANUP_BATCH_SIZE", 5000)
 # Identities per revalidation batch.
-REVALIDATION_BATCH_SIZE = _env_int("REVALIDATION_BATCH_SIZE", 200)
+REVALIDATION_BATCH_SIZE = env_int("REVALIDATION_BATCH_SIZE", 200)
 if min(CLEANUP_RETENTION_DAYS, CLEANUP_BATCH_SIZE, REVALIDATION_BATCH_SIZE) < 1:
     raise ImproperlyConfigured(
         "CLEANUP_RETENTION_DAYS, CLEANUP_BATCH_SIZE and REVALIDATION_BATCH_SIZE must each be at least 1"
@@ -276,23 +281,23 @@ if min(CLEANUP_RETENTION_DAYS, CLEANUP_BATCH_SIZE, REVALIDATION_BATCH_SIZE) < 1:
 
 # MCP
 # This service's public base URL: the authorization server named in the MCP resource metadata (RFC 9728).
-CHITTYAUTH_BASE_URL = os.environ.get("CHITTYAUTH_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+CHITTYAUTH_BASE_URL = env_url("CHITTYAUTH_BASE_URL", "http://127.0.0.1:8000", origin=True)
 # The Streamable HTTP endpoint's public URL, as clients reach it.
-MCP_RESOURCE_URL = os.environ.get("MCP_RESOURCE_URL", f"{CHITTYAUTH_BASE_URL}/mcp")
+MCP_RESOURCE_URL = env_url("MCP_RESOURCE_URL", f"{CHITTYAUTH_BASE_URL}/mcp")
 # Largest WebSocket text frame handled; bigger ones get a JSON-RPC error. Keep it within daphne's
 # --websocket-max-message-size (1 MiB by default), above which daphne closes the connection itself.
-MCP_MAX_FRAME_BYTES = _env_int("MCP_MAX_FRAME_BYTES", 1024 * 1024)
+MCP_MAX_FRAME_BYTES = env_int("MCP_MAX_FRAME_BYTES", 1024 * 1024)
 # Threads running MCP tool calls in each server process; each may hold a database connection during a call.
-MCP_WORKER_THREADS = _env_int("MCP_WORKER_THREADS", 32)
+MCP_WORKER_THREADS = env_int("MCP_WORKER_THREADS", 32)
 # How often an MCP WebSocket joins its session's channel-layer group again (channel layers forget memberships
 # after a day, Redis all of them in a flush or failover), so ending the session keeps closing the socket at once.
-MCP_SESSION_GROUP_REFRESH_SECONDS = _env_int("MCP_SESSION_GROUP_REFRESH_SECONDS", 3600)
+MCP_SESSION_GROUP_REFRESH_SECONDS = env_int("MCP_SESSION_GROUP_REFRESH_SECONDS", 3600)
 # The MCP SDK opens an OpenTelemetry span for every request. With no OpenTelemetry SDK and exporter set up (none
 # ships with this service) those spans go nowhere yet cost ~50 µs a call, so they are opt-in.
-MCP_OPENTELEMETRY = _env_bool("MCP_OPENTELEMETRY", False)
+MCP_OPENTELEMETRY = env_bool("MCP_OPENTELEMETRY", False)
 # A warm read-only tool call on a WebSocket (one answered from memory) skips the SDK's per-request pipeline,
 # answered as the SDK would answer it (mcp_endpoint/warm_calls.py). Off sends every call through the SDK.
-MCP_WARM_CALLS = _env_bool("MCP_WARM_CALLS", True)
+MCP_WARM_CALLS = env_bool("MCP_WARM_CALLS", True)
 if min(MCP_MAX_FRAME_BYTES, MCP_WORKER_THREADS, MCP_SESSION_GROUP_REFRESH_SECONDS) < 1:
     raise ImproperlyConfigured(
         "MCP_MAX_FRAME_BYTES, MCP_WORKER_THREADS and MCP_SESSION_GROUP_REFRESH_SECONDS must each be at least 1"
@@ -307,8 +312,8 @@ AUTHENTICATION_BACKENDS = [
 # After this many failed staff logins from one address, or for one username, further attempts are refused
 # for ADMIN_LOCKOUT_MINUTES (each attempt while locked starts the wait again). Superusers unlock early with
 # `manage.py axes_reset_username <name>` or in the admin under Axes.
-AXES_FAILURE_LIMIT = _env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
-AXES_COOLOFF_TIME = _env_int("ADMIN_LOCKOUT_MINUTES", 15) / 60  # hours, as django-axes reads a float
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_int("ADMIN_LOCKOUT_MINUTES", 15) / 60  # hours, as django-axes reads a float
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
@@ -327,20 +332,20 @@ OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105
 # The issuer is CHITTYAUTH_BASE_URL (an origin, no path) with its trailing slash, exactly as the /mcp resource
 # metadata renders it: RFC 8414, RFC 9207 and MCP clients compare issuers as plain strings.
 OAUTH_ISSUER = f"{CHITTYAUTH_BASE_URL}/"
-OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS = _env_int("OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS", 3600)
+OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS = env_int("OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS", 3600)
 # A refresh token dies this long after its last access token expired; each use rotates it.
-OAUTH_REFRESH_TOKEN_LIFETIME_SECONDS = _env_int("OAUTH_REFRESH_TOKEN_LIFETIME_SECONDS", 30 * 24 * 3600)
+OAUTH_REFRESH_TOKEN_LIFETIME_SECONDS = env_int("OAUTH_REFRESH_TOKEN_LIFETIME_SECONDS", 30 * 24 * 3600)
 # Off: anyone may register an interactive client (MCP clients register themselves). On: registration needs
 # `Authorization: Bearer <API key or JWT>` whose effective permissions include `oauth_clients:register`.
-OAUTH_DCR_REQUIRE_INITIAL_ACCESS_TOKEN = _env_bool("OAUTH_DCR_REQUIRE_INITIAL_ACCESS_TOKEN", False)
+OAUTH_DCR_REQUIRE_INITIAL_ACCESS_TOKEN = env_bool("OAUTH_DCR_REQUIRE_INITIAL_ACCESS_TOKEN", False)
 # How long the RFC 7592 registration access token handed to a dynamically registered client lives.
-OAUTH_DCR_REGISTRATION_TOKEN_LIFETIME_SECONDS = _env_int(
+OAUTH_DCR_REGISTRATION_TOKEN_LIFETIME_SECONDS = env_int(
     "OAUTH_DCR_REGISTRATION_TOKEN_LIFETIME_SECONDS", 30 * 24 * 3600
 )
 # Resource indicators (RFC 8707) of other ChittyOS services tokens may be minted for. Their tokens carry that
 # resource as `aud` and are refused here; this service itself (CHITTYAUTH_BASE_URL and MCP_RESOURCE_URL, and
 # anything under them) is the audience JWT_AUDIENCE, like every other token it accepts.
-OAUTH_EXTERNAL_RESOURCES = _env_list("OAUTH_EXTERNAL_RESOURCES", [])
+OAUTH_EXTERNAL_RESOURCES = env_list("OAUTH_EXTERNAL_RESOURCES", [])
 if not 0 < OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS <= JWT_MAX_LIFETIME_SECONDS:
     raise ImproperlyConfigured(
         "OAUTH_ACCESS_TOKEN_LIFETIME_SECONDS must be between 1 and JWT_MAX_LIFETIME_SECONDS"

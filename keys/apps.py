@@ -7,6 +7,6 @@ class KeysConfig(AppConfig):
     verbose_name = "Keys and tokens"
 
     def ready(self) -> None:
-        from keys import handlers
+        from keys import deployment_checks, handlers  # noqa: F401 - deployment_checks registers itself
 
         handlers.connect()

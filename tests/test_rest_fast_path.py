@@ -102,7 +102,7 @@ def post(app, path: str, body: dict | bytes, *, bearer: str | None = None, **hea
 
     async def send() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             return await client.post(path, content=content, headers=headers)
 
     return async_to_sync(send)()
@@ -357,7 +357,7 @@ def asgi_post(app, body: bytes, headers: list[tuple[bytes, bytes]]) -> list[dict
         "root_path": "",
         "query_string": b"",
         "client": ("127.0.0.1", 40000),
-        "server": ("testserver", 80),
+        "server": ("127.0.0.1", 80),
         "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
     }
     async_to_sync(app)(scope, receive, send)
@@ -403,6 +403,7 @@ def test_a_client_gone_before_its_body_arrived_gets_nothing(cast):
         "path": KEYS,
         "root_path": "",
         "query_string": b"",
+        "server": ("127.0.0.1", 80),
         "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
     }
     with django_requests() as seen:

@@ -6,11 +6,15 @@ import os
 import secrets
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from chittyauth_site.settings import DEVELOPMENT_JWT_SECRET, DEVELOPMENT_SECRET_KEY
+from tests.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION = (
@@ -23,6 +27,10 @@ CONFIGURATION = (
     "DATABASE_URL",
     "REDIS_URL",
     "CHITTYID_ENDPOINT",
+    "CHITTYAUTH_BASE_URL",
+    "MCP_RESOURCE_URL",
+    "JWT_SIGNING_ALGORITHM",
+    "LOG_LEVEL",
     "SECURE_SSL_REDIRECT",
     "SECURE_HSTS_SECONDS",
     "DJANGO_SETTINGS_MODULE",
@@ -137,3 +145,120 @@ def test_production_health_probes_answer_over_plain_http_while_everything_else_r
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["200", "301", "200"]
+
+
+@pytest.mark.parametrize("environment", ["prod", "Production", "staging", "dev"])
+def test_an_unknown_environment_refuses_to_start_instead_of_running_as_development(tmp_path, environment):
+    result = manage(tmp_path, {"ENVIRONMENT": environment}, "check")
+
+    assert result.returncode != 0
+    assert "ENVIRONMENT must be one of development, test, production" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("JWT_SIGNING_ALGORITHM", "RS256", "JWT_SIGNING_ALGORITHM must be one of HS256, EdDSA, ES256"),
+        (
+            "SIGNING_KEY_ENCRYPTION_KEY",
+            "not-a-fernet-key",
+            "SIGNING_KEY_ENCRYPTION_KEY item 1 is not a Fernet key",
+        ),
+        ("CHITTYAUTH_BASE_URL", "auth.example.com", "CHITTYAUTH_BASE_URL must be a http or https URL"),
+        ("CHITTYAUTH_BASE_URL", "https://auth.example.com/v1", "CHITTYAUTH_BASE_URL must be an origin"),
+        ("CHITTYAUTH_BASE_URL", "https://auth.example.com:port", "CHITTYAUTH_BASE_URL is not a valid URL"),
+        ("MCP_RESOURCE_URL", "ws://auth.example.com/mcp", "MCP_RESOURCE_URL must be a http or https URL"),
+        ("CHITTYID_ENDPOINT", "https://", "CHITTYID_ENDPOINT must name a host"),
+        ("REDIS_URL", "http://127.0.0.1:6379", "REDIS_URL must be a redis or rediss or unix URL"),
+        ("DATABASE_URL", "postgress://db/chittyauth", "DATABASE_URL is not a database URL Django can use"),
+        ("DEBUG", "ture", "DEBUG must be one of 1, 0, true, false"),
+        ("CHITTYID_TIMEOUT_SECONDS", "3s", "CHITTYID_TIMEOUT_SECONDS must be a number"),
+        ("CHITTYID_TIMEOUT_SECONDS", "0", "CHITTYID_TIMEOUT_SECONDS must be greater than 0"),
+        ("SESSION_TIMEOUT", "1h", "SESSION_TIMEOUT must be an integer"),
+        ("SESSION_LIMIT_POLICY", "oldest", "SESSION_LIMIT_POLICY must be one of end_oldest, refuse_newest"),
+        ("LOG_LEVEL", "verbose", "LOG_LEVEL must be one of DEBUG, INFO"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, variable, value, named):
+    result = manage(tmp_path, {variable: value}, "check")
+
+    assert result.returncode != 0
+    assert named in result.stderr
+
+
+def test_a_bad_signing_key_encryption_key_stops_production_before_any_token_is_minted(tmp_path):
+    result = manage(tmp_path, {**proper_production(), "SIGNING_KEY_ENCRYPTION_KEY": "x" * 44}, "check")
+
+    assert result.returncode != 0
+    assert "SIGNING_KEY_ENCRYPTION_KEY item 1 is not a Fernet key" in result.stderr
+    assert "x" * 44 not in result.stderr
+
+
+def test_a_refused_url_is_never_echoed_with_its_password(tmp_path):
+    result = manage(tmp_path, {"REDIS_URL": "http://:hunter2-secret@127.0.0.1:6379"}, "check")
+
+    assert result.returncode != 0
+    assert "REDIS_URL must be" in result.stderr
+    assert "hunter2-secret" not in result.stderr + result.stdout
+
+
+def test_the_deployment_checks_name_the_development_secrets(tmp_path):
+    result = manage(tmp_path, {}, "check", "--deploy")
+
+    assert "(chittyauth.W001) JWT_SECRET is the published development value" in result.stdout + result.stderr
+    assert "(chittyauth.W001) SECRET_KEY is the published development value" in result.stdout + result.stderr
+
+
+def daphne(tmp_path: Path, configuration: dict[str, str], host: str, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in CONFIGURATION}
+    env.update(configuration, CHITTYAUTH_VAR_DIR=str(tmp_path))
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "daphne"),
+            "-b",
+            host,
+            "-p",
+            str(port),
+            "chittyauth_site.asgi:application",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])  # noqa: S104 - the bind being refused
+def test_daphne_refuses_to_listen_beyond_loopback_with_the_development_secrets(tmp_path, host):
+    process = daphne(tmp_path, {}, host, free_port())
+    try:
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+
+    assert process.returncode != 0
+    assert (
+        f"Refusing to listen on {host}: SECRET_KEY and JWT_SECRET still hold the published development"
+        in output
+    )
+
+
+def test_daphne_listens_beyond_loopback_once_real_secrets_are_set(tmp_path):
+    port = free_port()
+    secrets_set = {"SECRET_KEY": secrets.token_urlsafe(64), "JWT_SECRET": secrets.token_urlsafe(48)}
+    process = daphne(tmp_path, secrets_set, "0.0.0.0", port)  # noqa: S104
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "daphne did not answer"
+                time.sleep(0.3)
+    finally:
+        process.kill()
+        process.communicate()
