@@ -1,8 +1,19 @@
-"""Liveness and readiness probes. Anonymous by design, and they reveal no configuration secrets."""
+"""Liveness and readiness probes. Anonymous by design, and they reveal no configuration secrets.
+
+Readiness separates what a node needs to serve from what only degrades it. Without its database it can
+answer nothing (503). Without Redis, the broker or the ChittyID authority it still serves (from the database,
+or by refusing what needs the authority with `AUTHORITY_UNAVAILABLE`), so it stays in the load balancer:
+200 with `"status": "degraded"` and the failing check named. `?strict=1` answers 503 unless all is well.
+"""
 
 import asyncio
+import logging
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as ProbeTimeout
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -13,12 +24,18 @@ from django.http import HttpRequest, JsonResponse
 from chittyauth_site.celery import app as celery_app
 from identities import authority
 
-PROBE_TIMEOUT_SECONDS = 2.0
+logger = logging.getLogger(__name__)
+
+# Each check answers within this, or counts as failed: a load balancer's probe must not hang on a dependency.
+PROBE_TIMEOUT_SECONDS = 1.0
 
 
 def _check_database() -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()  # the probe's thread is not a request thread: nothing else closes it
     return "ok"
 
 
@@ -38,7 +55,6 @@ def _check_channel_layer() -> str:
     async def round_trip() -> bool:
         channel = await layer.new_channel("readyz.")
         await layer.send(channel, {"type": "readyz.ping"})
-        # A layer that loses the message must fail the probe, not hang it.
         message = await asyncio.wait_for(layer.receive(channel), timeout=PROBE_TIMEOUT_SECONDS)
         return message.get("type") == "readyz.ping"
 
@@ -60,13 +76,57 @@ def _check_authority() -> str:
     return detail
 
 
-READINESS_CHECKS = {
-    "database": _check_database,
+REQUIRED_CHECKS: dict[str, Callable[[], str]] = {"database": _check_database}
+DEGRADING_CHECKS: dict[str, Callable[[], str]] = {
     "cache": _check_cache,
     "channel_layer": _check_channel_layer,
     "celery_broker": _check_broker,
     "chittyid_authority": _check_authority,
 }
+
+# Checks run side by side, so a probe costs its slowest check. Each has its own threads: one that hangs is
+# abandoned, and can hold up only later probes of the same check, never the database's.
+_executors = {
+    name: ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"readyz-{name}")
+    for name in (*REQUIRED_CHECKS, *DEGRADING_CHECKS)
+}
+_last_status: dict[str, str] = {}
+_last_status_lock = threading.Lock()
+
+
+def _log_if_changed(name: str, status: str, detail: str) -> None:
+    """One log line when a check changes state, not one per probe."""
+    with _last_status_lock:
+        previous = _last_status.get(name, "ok")
+        _last_status[name] = status
+    if previous == status:
+        return
+    if status == "ok":
+        logger.info("Readiness check %s recovered", name)
+    elif name in REQUIRED_CHECKS:
+        logger.error("Readiness check %s failed, this node cannot serve: %s", name, detail)
+    else:
+        logger.warning("Readiness check %s failed, this node serves degraded: %s", name, detail)
+
+
+def run_checks() -> dict[str, dict]:
+    started = time.monotonic()
+    checks = {**REQUIRED_CHECKS, **DEGRADING_CHECKS}
+    futures = {name: _executors[name].submit(check) for name, check in checks.items()}
+    results = {}
+    for name, future in futures.items():
+        remaining = max(PROBE_TIMEOUT_SECONDS - (time.monotonic() - started), 0.0)
+        try:
+            result = {"status": "ok", "detail": future.result(timeout=remaining)}
+        except ProbeTimeout:
+            future.cancel()
+            result = {"status": "fail", "detail": f"no answer within {PROBE_TIMEOUT_SECONDS:g} s"}
+        except Exception as exc:  # noqa: BLE001 - a failing dependency is reported, never raised
+            result = {"status": "fail", "detail": f"{type(exc).__name__}: {exc}"[:200]}
+        result["required"] = name in REQUIRED_CHECKS
+        _log_if_changed(name, result["status"], result["detail"])
+        results[name] = result
+    return results
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -74,16 +134,15 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {}
-    for name, check in READINESS_CHECKS.items():
-        started = time.monotonic()
-        try:
-            detail = check()
-            checks[name] = {"status": "ok", "detail": detail}
-        except Exception as exc:  # noqa: BLE001 - a failing dependency is reported, never raised
-            checks[name] = {"status": "fail", "detail": f"{type(exc).__name__}: {exc}"[:200]}
-        checks[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
-    ready = all(check["status"] == "ok" for check in checks.values())
-    return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
-    )
+    checks = run_checks()
+    if any(check["status"] != "ok" for check in checks.values() if check["required"]):
+        status = "unavailable"
+    elif any(check["status"] != "ok" for check in checks.values()):
+        status = "degraded"
+    else:
+        status = "ok"
+    strict = request.GET.get("strict") in ("1", "true")
+    code = 200 if status == "ok" or (status == "degraded" and not strict) else 503
+    response = JsonResponse({"status": status, "checks": checks}, status=code)
+    response._has_been_logged = True  # state changes are logged above; Django would log every 503 probe
+    return response

@@ -144,7 +144,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"))
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Bounded waits: with Redis unreachable the service answers from the database instead of hanging.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
     # channels_redis blocks up to 5 s per read (`brpop_timeout`) and redis-py 8 times a read out after 5 s by
     # default, so an idle reader failed every few seconds (a socket then missed its session's end).
     from channels_redis.core import RedisChannelLayer
