@@ -2,8 +2,10 @@
 
 from functools import partial
 
-from django.contrib.admin import AdminSite
+from django.contrib.admin import AdminSite, ModelAdmin
 from django.urls import path
+
+from console.admin_audit import AuditedModelAdmin
 
 
 class ConsoleAdminSite(AdminSite):
@@ -11,6 +13,13 @@ class ConsoleAdminSite(AdminSite):
     site_title = "ChittyAuth admin"
     index_title = "Security administration"
     site_url = None  # the service has no public pages to "view"
+
+    def register(self, model_or_iterable, admin_class=None, **options) -> None:
+        """Every admin registered here, whichever app it comes from, audits what staff change through it."""
+        admin_class = admin_class or ModelAdmin
+        if not issubclass(admin_class, AuditedModelAdmin):
+            admin_class = type(f"Audited{admin_class.__name__}", (AuditedModelAdmin, admin_class), {})
+        super().register(model_or_iterable, admin_class, **options)
 
     def get_urls(self):
         # Imported here: the dashboard reads models, and this module loads with INSTALLED_APPS, before them.
