@@ -324,9 +324,16 @@ AXES_COOLOFF_TIME = env_int("ADMIN_LOCKOUT_MINUTES", 15) / 60  # hours, as djang
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+# Beyond the lockout: past this many failed staff logins in the window from one address or for one username,
+# logins get 429 before axes or the password check touch the database, and one audit event per window.
+ADMIN_LOGIN_RATE_LIMIT = env_int("ADMIN_LOGIN_RATE_LIMIT", 10)
+ADMIN_LOGIN_RATE_WINDOW_SECONDS = env_int("ADMIN_LOGIN_RATE_WINDOW_SECONDS", 60)
 AXES_VERBOSE = False  # lockouts and failures are in the audit trail; no banner on every management command
-if min(AXES_FAILURE_LIMIT, AXES_COOLOFF_TIME) <= 0:
-    raise ImproperlyConfigured("ADMIN_LOGIN_FAILURE_LIMIT and ADMIN_LOCKOUT_MINUTES must each be at least 1")
+if min(AXES_FAILURE_LIMIT, AXES_COOLOFF_TIME, ADMIN_LOGIN_RATE_LIMIT, ADMIN_LOGIN_RATE_WINDOW_SECONDS) <= 0:
+    raise ImproperlyConfigured(
+        "ADMIN_LOGIN_FAILURE_LIMIT, ADMIN_LOCKOUT_MINUTES, ADMIN_LOGIN_RATE_LIMIT and "
+        "ADMIN_LOGIN_RATE_WINDOW_SECONDS must each be at least 1"
+    )
 
 # OAuth 2.1
 # ChittyAuth is the authorization server for MCP clients and services (django-oauth-toolkit, the `oauth` app).

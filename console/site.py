@@ -3,8 +3,11 @@
 from functools import partial
 
 from django.contrib.admin import AdminSite, ModelAdmin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import path
 
+from console import login_throttle, staff_logins
 from console.admin_audit import AuditedModelAdmin
 
 
@@ -20,6 +23,19 @@ class ConsoleAdminSite(AdminSite):
         if not issubclass(admin_class, AuditedModelAdmin):
             admin_class = type(f"Audited{admin_class.__name__}", (AuditedModelAdmin, admin_class), {})
         super().register(model_or_iterable, admin_class, **options)
+
+    def login(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        """Past the failed-login rate limit, refuse before axes and the password check touch the database."""
+        if request.method == "POST":
+            username = str(request.POST.get("username", ""))
+            wait = login_throttle.retry_after(request.META.get("REMOTE_ADDR", ""), username)
+            if wait is not None:
+                staff_logins.record_throttled_login(request, username)
+                context = {**self.each_context(request), "retry_after": wait, "username": username}
+                response = TemplateResponse(request, "admin/login_throttled.html", context, status=429)
+                response["Retry-After"] = str(wait)
+                return response
+        return super().login(request, extra_context)
 
     def get_urls(self):
         # Imported here: the dashboard reads models, and this module loads with INSTALLED_APPS, before them.

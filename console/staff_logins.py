@@ -13,6 +13,7 @@ from django.http import HttpRequest
 
 from audit.models import AuditEvent
 from audit.services import record
+from console import login_throttle
 
 MAX_USERNAME_LENGTH = 150
 MAX_USER_AGENT_LENGTH = 400
@@ -46,6 +47,7 @@ def record_login(sender, request: HttpRequest | None, user, **kwargs) -> None:
 
 def record_login_failure(sender, credentials: dict, request: HttpRequest | None = None, **kwargs) -> None:
     username = str(credentials.get(get_user_model().USERNAME_FIELD, ""))[:MAX_USERNAME_LENGTH]
+    login_throttle.count_failure(_client_address(request) or "", username)
     record(
         "staff.login_failed",
         outcome=AuditEvent.Outcome.FAILURE,
@@ -71,6 +73,8 @@ def record_logout(sender, request: HttpRequest | None, user, **kwargs) -> None:
 def record_lockout(sender, request: HttpRequest | None, username: str, ip_address: str, **kwargs) -> None:
     """django-axes refused a login: too many failures from this address or for this username."""
     username = str(username or "")[:MAX_USERNAME_LENGTH]
+    if not login_throttle.first_in_window("lockout", ip_address or _client_address(request) or "", username):
+        return
     cool_off = get_cool_off(request)
     record(
         "staff.lockout",
@@ -81,6 +85,30 @@ def record_lockout(sender, request: HttpRequest | None, username: str, ip_addres
             "username": username,
             "failure_limit": settings.AXES_FAILURE_LIMIT,
             "lockout_seconds": int(cool_off.total_seconds()) if cool_off else None,
+            "user_agent": _user_agent(request),
+            "repeats_not_recorded_for_seconds": settings.ADMIN_LOGIN_RATE_WINDOW_SECONDS,
+        },
+    )
+
+
+def record_throttled_login(request: HttpRequest, username: str) -> None:
+    """A login refused by the rate limit. Recorded only when neither its address nor its username has had a
+    refusal recorded this window, so a flood from one address, or for one username, is one event."""
+    username = username[:MAX_USERNAME_LENGTH]
+    address = _client_address(request) or ""
+    new_address = login_throttle.first_in_window("refused-address", address, "")
+    new_username = login_throttle.first_in_window("refused-username", "", username)
+    if not (new_address and new_username):
+        return
+    record(
+        "staff.login_throttled",
+        outcome=AuditEvent.Outcome.DENIED,
+        target=f"staff:{username}",
+        client_address=address or None,
+        details={
+            "username": username,
+            "limit": settings.ADMIN_LOGIN_RATE_LIMIT,
+            "window_seconds": settings.ADMIN_LOGIN_RATE_WINDOW_SECONDS,
             "user_agent": _user_agent(request),
         },
     )
