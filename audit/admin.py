@@ -4,11 +4,13 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied as AdminPermissionDenied
-from django.http import HttpRequest
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -53,14 +55,36 @@ def event_url(event: AuditEvent) -> str:
     return reverse("admin:audit_auditevent_change", args=[event.pk])
 
 
+class IdentityFilter(admin.SimpleListFilter):
+    """`?identity=<ChittyID>`: every event naming it as actor, target or principal (a failed use of its
+    credentials, its session ends), as linked from the identity's page."""
+
+    title = "identity"
+    parameter_name = "identity"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [(self.value(), self.value())] if self.value() else []
+
+    def queryset(self, request: HttpRequest, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        return queryset.filter(Q(actor=value) | Q(target=value) | Q(principal=value))
+
+
+# Exact-match and time-range parameters the filter form above the list sends.
+FILTER_LOOKUPS = ("actor", "target", "principal", "client_address", "created_at__gte", "created_at__lt")
+FORM_FILTERS = ("identity", "action", "outcome", *FILTER_LOOKUPS)
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only for everyone, superusers included: the trail is only ever appended by services."""
 
     list_display = ("sequence", "created_at", "actor", "action", "target", "outcome", "client_address")
     # Actors are searched, not filtered: a filter would list every distinct actor of the whole trail.
-    list_filter = ("outcome", "action", "created_at")
-    search_fields = ("actor", "action", "target", "=client_address")
+    list_filter = (IdentityFilter, "outcome", "action", "created_at")
+    search_fields = ("actor", "action", "target", "principal", "=client_address")
     date_hierarchy = "created_at"
     fields = (
         "sequence",
@@ -68,6 +92,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         "actor",
         "action",
         "target",
+        "principal",
         "outcome",
         "client_address",
         "details_json",
@@ -81,6 +106,20 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_per_page = 50
     # The trail only grows; counting all of it on every page view gets slower with every event.
     show_full_result_count = False
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        return lookup in FILTER_LOOKUPS or super().lookup_allowed(lookup, value, request)
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # The filter form sends every field; an empty one means "any", not "equal to the empty string".
+        if any(value == "" for name, value in request.GET.items() if name in FORM_FILTERS):
+            kept = {
+                name: value for name, value in request.GET.items() if value != "" or name not in FORM_FILTERS
+            }
+            return HttpResponseRedirect(f"{request.path}?{urlencode(kept)}")
+        filters = {name: request.GET.get(name, "") for name in FORM_FILTERS}
+        context = {**(extra_context or {}), "audit_filters": filters, "outcomes": AuditEvent.Outcome.values}
+        return super().changelist_view(request, context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -16,6 +16,9 @@ class AuditEvent(models.Model):
     actor = models.CharField(max_length=255, db_index=True, blank=True)
     action = models.CharField(max_length=100, db_index=True)
     target = models.CharField(max_length=255, blank=True, db_index=True)
+    # The ChittyID the event is about when neither actor nor target names it (a failed use of its key, the
+    # end of its session), so an identity's trail finds it by index.
+    principal = models.CharField(max_length=255, blank=True, default="", db_index=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
     client_address = models.GenericIPAddressField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)

@@ -26,7 +26,10 @@ def canonical_event_json(
     outcome: str,
     client_address: str | None,
     details: dict[str, Any],
+    principal: str = "",
 ) -> str:
+    """The hashed form of an event. `principal` is hashed only when set, so events from before it existed
+    keep their hashes."""
     payload = {
         "sequence": sequence,
         "created_at": created_at.isoformat(),
@@ -37,6 +40,8 @@ def canonical_event_json(
         "client_address": _canonical_address(client_address),
         "details": details,
     }
+    if principal:
+        payload["principal"] = principal
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -54,6 +59,7 @@ def event_hash(event: AuditEvent) -> str:
         outcome=event.outcome,
         client_address=event.client_address,
         details=event.details,
+        principal=event.principal,
     )
     return chain_hash(event.prev_hash, canonical)
 
@@ -119,11 +125,12 @@ def record(
     target: str = "",
     client_address: str | None = None,
     details: dict[str, Any] | None = None,
+    principal: str = "",
 ) -> AuditEvent:
     """Append one event. Joins the caller's transaction, so the change and its event commit together.
 
     Inputs are made storable first (an over-long target or an odd address must not lose the event), and
-    secrets in `details`, `actor` and `target` are masked.
+    secrets in `details`, `actor` and `target` are masked. `principal` defaults to `details["principal"]`.
     """
     needs_io("audit record")
     safe_details = mask_secrets(_storable_details(details or {}))
@@ -138,6 +145,10 @@ def record(
             actor=_storable_text(mask_secret_string(actor), _field_length("actor")),
             action=_storable_text(action, _field_length("action")),
             target=_storable_text(mask_secret_string(target), _field_length("target")),
+            principal=_storable_text(
+                mask_secret_string(str(principal or safe_details.get("principal") or "")),
+                _field_length("principal"),
+            ),
             outcome=outcome,
             client_address=stored_address,
             details=safe_details,

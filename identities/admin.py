@@ -142,7 +142,7 @@ class IdentityAdmin(admin.ModelAdmin):
             ("Sessions", f"{reverse('admin:auth_sessions_authsession_changelist')}?{principal}"),
             (
                 "Audit trail",
-                f"{reverse('admin:audit_auditevent_changelist')}?{urlencode({'q': identity.chitty_id})}",
+                f"{reverse('admin:audit_auditevent_changelist')}?{urlencode({'identity': identity.chitty_id})}",
             ),
         ]
 

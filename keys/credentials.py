@@ -31,7 +31,13 @@ def authenticate_bearer(raw: str, *, client_address: str | None = None, user_age
         verification = verify_jwt(raw)
         credential_type, credential_id = "jwt", verification.jti
     if not verification.valid:
-        _reject(verification.code, f"{credential_type} rejected", client_address, credential_id=credential_id)
+        _reject(
+            verification.code,
+            f"{credential_type} rejected",
+            client_address,
+            credential_id=credential_id,
+            principal=verification.chitty_id or "",
+        )
     return Caller(
         actor=verification.chitty_id,
         identity=verification.identity,
@@ -70,12 +76,18 @@ _MESSAGES = {
 
 
 def _reject(
-    code: str, detail: str, client_address: str | None, *, credential_id: str | None = None
+    code: str,
+    detail: str,
+    client_address: str | None,
+    *,
+    credential_id: str | None = None,
+    principal: str = "",
 ) -> NoReturn:
     record(
         "auth.failed",
         outcome="failure",
         target=credential_id or "",
+        principal=principal,
         client_address=client_address,
         details={"code": code, "detail": detail},
     )

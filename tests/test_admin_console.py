@@ -438,7 +438,7 @@ class TestListFilters:
 
         for changelist in ("keys/apikey", "grants/grant", "auth_sessions/authsession"):
             assert f"/admin/{changelist}/?principal={ALICE}" in page
-        assert f"/admin/audit/auditevent/?q={ALICE}" in page
+        assert f"/admin/audit/auditevent/?identity={ALICE}" in page
 
 
 # ---------------------------------------------------------------------------------------------------------

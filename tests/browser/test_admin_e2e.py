@@ -178,7 +178,11 @@ def test_a_key_from_registration_to_revocation(page, live_server, staff_account,
     revoked = validate_over_rest(live_server, validator_key, secret)
     assert (revoked["valid"], revoked["code"]) == (False, "REVOKED")
 
-    page.goto(f"/admin/audit/auditevent/?q={chitty_id}")
+    page.goto("/admin/audit/auditevent/")
+    page.fill("#audit-filters input[name=identity]", chitty_id)
+    page.select_option("#audit-filters select[name=outcome]", "")
+    page.click("#audit-filters input[type=submit]")
+    expect(page).to_have_url(re.compile(rf"\?identity={chitty_id}$"))
     listing = page.locator("#result_list")
     expect(listing).to_contain_text("api_key.revoke")
     expect(listing).to_contain_text("api_key.validate")
