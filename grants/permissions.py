@@ -35,6 +35,15 @@ KNOWN_PERMISSIONS = (
     "oauth_clients:manage",
 )
 
+# This service checks its own permissions on no particular resource, so a grant of one of them limited to a
+# resource can never allow anything.
+OWN_RESOURCES = frozenset(permission.partition(":")[0] for permission in KNOWN_PERMISSIONS)
+
+
+def never_resource_limited(pattern: str) -> bool:
+    """True for a pattern that names only this service's own permissions (`audit:read`, `api_keys:*`)."""
+    return pattern != WILDCARD and pattern.partition(":")[0] in OWN_RESOURCES
+
 
 def parse_pattern(value: object) -> str:
     """A grantable pattern (`resource:action`, `*`), or `ValidationFailed` naming the problem."""

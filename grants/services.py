@@ -21,7 +21,7 @@ from grants.checks import (
     check_registered_permission,
 )
 from grants.models import Grant
-from grants.permissions import WILDCARD, parse_pattern
+from grants.permissions import WILDCARD, never_resource_limited, parse_pattern
 from identities.chitty_ids import parse_chitty_id
 from identities.selectors import get_identity
 from kernel.callers import Caller
@@ -54,6 +54,12 @@ def grant_permission(
         )
     parse_pattern(permission)
     resource_id = _clean_resource_id(resource_id)
+    if resource_id and never_resource_limited(permission):
+        raise ValidationFailed(
+            f"{permission} is checked on no particular resource, so a grant of it limited to {resource_id!r} "
+            "would never allow anything: grant it without a resource",
+            code="RESOURCE_NOT_APPLICABLE",
+        )
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationFailed("expires_at must be in the future", code="INVALID_EXPIRY")
     parse_chitty_id(grantee_chitty_id)

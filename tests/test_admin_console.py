@@ -222,6 +222,18 @@ class TestStaffLinks:
         assert "ESCALATION_REFUSED" in refused.content.decode()
         assert not Grant.objects.filter(principal__chitty_id=ALICE, permission="audit:read").exists()
 
+    def test_a_grant_that_could_never_allow_anything_is_refused_on_the_form(self, admin, alice):
+        response = admin.post(
+            "/admin/grants/grant/add/",
+            {"chitty_id": ALICE, "permission": "audit:read", "resource_id": "doc-1"},
+        )
+
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert "RESOURCE_NOT_APPLICABLE" in page
+        assert "would never allow anything" in page
+        assert not Grant.objects.filter(principal__chitty_id=ALICE, permission="audit:read").exists()
+
     def test_linked_staff_need_api_keys_manage_to_issue_keys_for_others(self, alice, make_identity):
         make_identity(HELPDESK)
         grant_permission(SYSTEM, grantee_chitty_id=HELPDESK, permission="documents:*")

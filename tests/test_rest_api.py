@@ -155,6 +155,30 @@ class TestGrants:
         )
         assert_error(refused, 403, "ESCALATION_REFUSED")
 
+    @pytest.mark.parametrize("permission", ["audit:read", "api_keys:*", "sessions:revoke"])
+    def test_a_resource_limited_grant_of_a_permission_checked_on_no_resource_is_refused(
+        self, principals, permission
+    ):
+        response = bearer(principals[ADMIN]).post(
+            "/api/v1/grants",
+            {"grantee_chitty_id": BOB, "permission": permission, "resource": "doc-1"},
+            format="json",
+        )
+
+        error = assert_error(response, 400, "RESOURCE_NOT_APPLICABLE")
+        assert "would never allow anything" in error["message"]
+        assert not Grant.objects.filter(principal__chitty_id=BOB, permission=permission).exists()
+
+    @pytest.mark.parametrize("permission", ["*", "*:read", "documents:read"])
+    def test_a_resource_limited_grant_that_can_match_is_made(self, principals, permission):
+        response = bearer(principals[ADMIN]).post(
+            "/api/v1/grants",
+            {"grantee_chitty_id": BOB, "permission": permission, "resource": "doc-1"},
+            format="json",
+        )
+
+        assert response.status_code == 201, response.content
+
     def test_grantor_must_be_the_caller(self, principals):
         response = bearer(principals[ADMIN]).post(
             "/api/v1/grants",
