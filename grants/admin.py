@@ -4,12 +4,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Q
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from grants import services
 from grants.models import Grant
 from grants.permissions import KNOWN_PERMISSIONS
 from identities.admin import PrincipalFilter, staff_caller
+from kernel.admin_confirmation import confirmation_page, confirmed
 from kernel.errors import ServiceError
 
 
@@ -124,7 +126,21 @@ class GrantAdmin(admin.ModelAdmin):
         return False
 
     @admin.action(description="Revoke selected grants")
-    def revoke_selected(self, request: HttpRequest, queryset) -> None:
+    def revoke_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
+        if not confirmed(request):
+            return confirmation_page(
+                self,
+                request,
+                queryset,
+                verb="revoke",
+                consequence="Revoking these grants takes their permissions away at the next check. It cannot be undone.",
+                items=[
+                    f"#{grant.pk} {grant.permission}"
+                    + (f" on {grant.resource_id}" if grant.resource_id else "")
+                    + f" held by {grant.principal.chitty_id}"
+                    for grant in queryset
+                ],
+            )
         done = 0
         for grant in queryset:
             try:

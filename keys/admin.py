@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from grants.forms import ScopeListField
 from identities.admin import PrincipalFilter, staff_caller
+from kernel.admin_confirmation import confirmation_page, confirmed
 from kernel.errors import ServiceError
 from keys import services, signing_keys
 from keys.models import ApiKey, RevokedToken, SigningKey
@@ -202,7 +203,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return response
 
     @admin.action(description="Revoke selected API keys")
-    def revoke_selected(self, request: HttpRequest, queryset) -> None:
+    def revoke_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
+        if not confirmed(request):
+            return confirmation_page(
+                self,
+                request,
+                queryset,
+                verb="revoke",
+                consequence="Revoking stops these keys at once, on every server, for good. It cannot be undone.",
+                items=[
+                    f"{key.key_id} ({key.display_prefix}…) of {key.principal.chitty_id}" for key in queryset
+                ],
+            )
         done = 0
         for key in queryset:
             try:

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from grants.forms import ScopeListField
 from identities.admin import staff_caller
+from kernel.admin_confirmation import confirmation_page, confirmed
 from kernel.errors import ServiceError
 from oauth import clients
 from oauth.models import Client
@@ -139,7 +140,17 @@ class ClientAdmin(admin.ModelAdmin):
         return response
 
     @admin.action(description="Revoke selected clients (and every token they hold)")
-    def revoke_selected(self, request: HttpRequest, queryset) -> None:
+    def revoke_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
+        if not confirmed(request):
+            return confirmation_page(
+                self,
+                request,
+                queryset,
+                verb="revoke",
+                consequence="Revoking these clients refuses their credentials and every token they hold, at once "
+                "and for good.",
+                items=[f"{client.client_id} ({client.name or 'unnamed'})" for client in queryset],
+            )
         done = 0
         for client in queryset:
             try:

@@ -1,10 +1,13 @@
 """Staff console for sessions: see live and ended ones, end one or all of a principal's."""
 
 from django.contrib import admin, messages
+from django.db.models import Count
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from identities.admin import PrincipalFilter, staff_caller
+from kernel.admin_confirmation import confirmation_page, confirmed
 from kernel.errors import ServiceError
 from sessions import services
 from sessions.models import AuthSession
@@ -60,7 +63,19 @@ class AuthSessionAdmin(admin.ModelAdmin):
         return obj is None and super().has_change_permission(request, obj)
 
     @admin.action(description="End selected sessions")
-    def end_selected(self, request: HttpRequest, queryset) -> None:
+    def end_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
+        if not confirmed(request):
+            return confirmation_page(
+                self,
+                request,
+                queryset,
+                verb="end",
+                consequence="Ending these sessions closes their live connections at once.",
+                items=[
+                    f"{session.session_id} of {session.principal.chitty_id} ({session.channel})"
+                    for session in queryset
+                ],
+            )
         ended = 0
         for session in queryset:
             try:
@@ -75,7 +90,24 @@ class AuthSessionAdmin(admin.ModelAdmin):
         self.message_user(request, f"{ended} sessions ended.", messages.SUCCESS)
 
     @admin.action(description="End ALL sessions of the selected sessions' principals")
-    def end_all_of_principals(self, request: HttpRequest, queryset) -> None:
+    def end_all_of_principals(self, request: HttpRequest, queryset) -> TemplateResponse | None:
+        if not confirmed(request):
+            principals = sorted(set(queryset.values_list("principal__chitty_id", flat=True)))
+            live = AuthSession.objects.filter(principal__chitty_id__in=principals, ended_at__isnull=True)
+            counts = dict(
+                live.values("principal__chitty_id")
+                .annotate(n=Count("pk"))
+                .values_list("principal__chitty_id", "n")
+            )
+            return confirmation_page(
+                self,
+                request,
+                queryset,
+                verb="end every session",
+                consequence="This ends every live session of these principals, not only the selected ones, and "
+                "closes their connections at once.",
+                items=[f"{chitty_id}: {counts.get(chitty_id, 0)} live sessions" for chitty_id in principals],
+            )
         ended = 0
         for chitty_id in set(queryset.values_list("principal__chitty_id", flat=True)):
             try:

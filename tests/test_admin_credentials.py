@@ -49,6 +49,14 @@ def run_action(client: Client, changelist: str, action: str, pks: list) -> objec
     )
 
 
+def run_confirmed_action(client: Client, changelist: str, action: str, pks: list) -> object:
+    """Choose the action, then confirm it on the page it shows first."""
+    selection = {"action": action, "_selected_action": [str(pk) for pk in pks]}
+    page = client.post(changelist, selection)
+    assert page.status_code == 200 and 'name="confirm" value="yes"' in page.content.decode()
+    return client.post(changelist, {**selection, "confirm": "yes"}, follow=True)
+
+
 class TestApiKeyAdmin:
     def test_creating_a_key_shows_the_secret_exactly_once(self, staff, alice):
         response = staff.post(
@@ -83,7 +91,7 @@ class TestApiKeyAdmin:
     def test_revoke_and_rotate_actions_go_through_the_services(self, staff, alice):
         revoked = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["documents:read"])
         rotated = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["documents:read"])
-        run_action(staff, "/admin/keys/apikey/", "revoke_selected", [revoked.api_key.pk])
+        run_confirmed_action(staff, "/admin/keys/apikey/", "revoke_selected", [revoked.api_key.pk])
         assert verify_api_key(revoked.secret).code == "REVOKED"
         overlap_form = run_action(staff, "/admin/keys/apikey/", "rotate_selected", [rotated.api_key.pk])
         assert 'name="overlap_seconds"' in overlap_form.content.decode()
@@ -133,7 +141,7 @@ class TestGrantAdmin:
         assert grant.granted_by == "staff:root"
         event = AuditEvent.objects.filter(action="authorization.grant").latest("sequence")
         assert event.details["exempt"] is True
-        run_action(staff, "/admin/grants/grant/", "revoke_selected", [grant.pk])
+        run_confirmed_action(staff, "/admin/grants/grant/", "revoke_selected", [grant.pk])
         grant.refresh_from_db()
         assert grant.revoked_by == "staff:root"
 
@@ -174,7 +182,61 @@ class TestSigningKeyAndSessionAdmin:
         session_id = client.get("/api/v1/whoami").json()["session_id"]
         session = AuthSession.objects.get(session_id=session_id)
         assert session_id in staff.get("/admin/auth_sessions/authsession/?state=live").content.decode()
-        run_action(staff, "/admin/auth_sessions/authsession/", "end_selected", [session.pk])
+        run_confirmed_action(staff, "/admin/auth_sessions/authsession/", "end_selected", [session.pk])
         session.refresh_from_db()
         assert session.ended_by == "staff:root"
         assert session_id not in staff.get("/admin/auth_sessions/authsession/?state=live").content.decode()
+
+
+class TestConfirmations:
+    """Bulk actions that cannot be undone show what they will do first and do nothing until confirmed."""
+
+    def live_session(self, chitty_id: str) -> AuthSession:
+        from rest_framework.test import APIClient
+
+        client = APIClient()
+        client.credentials(
+            HTTP_AUTHORIZATION=f"Bearer {generate_api_key(SYSTEM, chitty_id=chitty_id).secret}"
+        )
+        return AuthSession.objects.get(session_id=client.get("/api/v1/whoami").json()["session_id"])
+
+    def test_bulk_revoke_of_keys_waits_for_confirmation(self, staff, alice):
+        issued = generate_api_key(SYSTEM, chitty_id=ALICE, scopes=["*"])
+
+        page = staff.post(
+            "/admin/keys/apikey/", {"action": "revoke_selected", "_selected_action": [issued.api_key.pk]}
+        )
+
+        assert page.status_code == 200
+        assert issued.api_key.key_id in page.content.decode()
+        assert "It cannot be undone" in page.content.decode()
+        assert verify_api_key(issued.secret).valid
+        assert not AuditEvent.objects.filter(action__in=("api_key.revoke", "admin.action")).exists()
+
+    def test_bulk_revoke_of_grants_waits_for_confirmation(self, staff, alice):
+        grant = grant_permission(SYSTEM, grantee_chitty_id=ALICE, permission="documents:read")
+
+        page = staff.post(
+            "/admin/grants/grant/", {"action": "revoke_selected", "_selected_action": [grant.pk]}
+        )
+
+        assert f"#{grant.pk} documents:read held by {ALICE}" in page.content.decode()
+        grant.refresh_from_db()
+        assert grant.revoked_at is None
+
+    def test_ending_every_session_of_a_principal_says_how_many_and_waits(self, staff, alice):
+        sessions = [self.live_session(ALICE) for _ in range(3)]
+        selection = {"action": "end_all_of_principals", "_selected_action": [sessions[0].pk]}
+
+        page = staff.post("/admin/auth_sessions/authsession/", selection)
+
+        assert f"{ALICE}: 3 live sessions" in page.content.decode()
+        assert AuthSession.objects.filter(principal__chitty_id=ALICE, ended_at__isnull=True).count() == 3
+
+        done = staff.post("/admin/auth_sessions/authsession/", {**selection, "confirm": "yes"})
+
+        assert done.status_code == 302
+        assert not AuthSession.objects.filter(principal__chitty_id=ALICE, ended_at__isnull=True).exists()
+        assert AuditEvent.objects.filter(
+            action="admin.action", details__action="end_all_of_principals"
+        ).exists()

@@ -820,6 +820,7 @@ class TestAdminAndStorage:
             {
                 "action": "revoke_selected",
                 "_selected_action": [Client.objects.get(client_id=public_client).pk],
+                "confirm": "yes",
             },
         )
         assert revoked.status_code == 302

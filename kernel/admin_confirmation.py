@@ -1,0 +1,34 @@
+"""A confirmation page for admin actions that cannot be undone (revoke, end sessions), shown before they run:
+the action runs only when the form on that page is posted back with `confirm=yes`."""
+
+from django.contrib.admin import ModelAdmin, helpers
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+
+def confirmed(request: HttpRequest) -> bool:
+    return request.POST.get("confirm") == "yes"
+
+
+def confirmation_page(
+    model_admin: ModelAdmin,
+    request: HttpRequest,
+    queryset,
+    *,
+    verb: str,
+    consequence: str,
+    items: list[str],
+) -> TemplateResponse:
+    """The page listing what `verb` would affect, posting the same selection back with `confirm=yes`."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": f"{verb.capitalize()} {len(items)} {'item' if len(items) == 1 else 'items'}?",
+        "opts": model_admin.model._meta,
+        "verb": verb,
+        "consequence": consequence,
+        "items": items,
+        "selected": [str(pk) for pk in queryset.values_list("pk", flat=True)],
+        "action": request.POST.get("action", ""),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/confirm_action.html", context)
