@@ -54,7 +54,9 @@ urlpatterns = [
     ),
     path(
         "api/docs/",
-        SpectacularSwaggerSplitView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
+        SpectacularSwaggerSplitView.as_view(
+            url_name="schema", permission_classes=[], authentication_classes=[]
+        ),
         name="api-docs",
     ),
     path("admin/", admin.site.urls),
