@@ -16,11 +16,16 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from asgiref.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
+from csp.constants import HEADER, HEADER_REPORT_ONLY
+from csp.utils import build_policy
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.urls import resolve, reverse
 from rest_framework.exceptions import ParseError
 from rest_framework.permissions import IsAuthenticated
@@ -250,7 +255,29 @@ def _response_headers(
         headers.append((b"Referrer-Policy", _referrer_policy().encode()))
     if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
         headers.append((b"Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode()))
+    headers += _content_security_policy(scope["path"])
     return headers
+
+
+@cache
+def _content_security_policy(path: str) -> tuple[tuple[bytes, bytes], ...]:
+    """What django-csp's middleware sets, built once per route (building it costs more than the answer)."""
+    headers = []
+    for header, setting, report_only in (
+        (HEADER, "CONTENT_SECURITY_POLICY", False),
+        (HEADER_REPORT_ONLY, "CONTENT_SECURITY_POLICY_REPORT_ONLY", True),
+    ):
+        policy = build_policy(report_only=report_only)
+        excluded = tuple((getattr(settings, setting, None) or {}).get("EXCLUDE_URL_PREFIXES") or ())
+        if policy and not path.startswith(excluded):
+            headers.append((header.encode(), policy.encode()))
+    return tuple(headers)
+
+
+@receiver(setting_changed)
+def _forget_content_security_policy(*, setting: str, **kwargs) -> None:
+    if setting.startswith("CONTENT_SECURITY_POLICY"):
+        _content_security_policy.cache_clear()
 
 
 def _referrer_policy() -> str:
