@@ -144,6 +144,7 @@ class _RedisFeed:
         self.signature = _signature()
         self.live = threading.Event()
         self.last_sequence = 0
+        self.progress = 0  # subscriptions made and messages applied: a waiter can tell the follower moved on
         self._owed: list[list[str]] = []  # changes whose publish failed, retried on the next stamp
         self._owed_lock = threading.Lock()
         self._client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
@@ -196,12 +197,14 @@ class _RedisFeed:
                 self.last_sequence = self._sequence_now()
                 _ledger.flush()
                 self.live.set()
+                self.progress += 1
                 while True:
                     message = pubsub.get_message(timeout=HEARTBEAT_SECONDS)
                     if message is None:
                         self._heartbeat(pubsub)
                     elif message["type"] == "message":
                         self._apply(message["data"])
+                        self.progress += 1
             except Exception:  # Redis is down or the connection dropped: serve from the database  # noqa: BLE001
                 if self.live.is_set():
                     logger.warning(
@@ -382,18 +385,31 @@ def invalidate(*topics: str) -> None:
     transaction.on_commit(lambda: invalidate_now(*topics))
 
 
-def is_caught_up() -> bool:
-    """Has this process heard every change announced so far? (Tests and benchmarks wait on it: a flush of the
-    Redis database resets the sequence, and the follower flushes once when it sees that.)"""
-    feed = _current_feed()
-    if isinstance(feed, _LogFeed):
-        return feed.stamp() is not None
-    try:
-        return feed.live.is_set() and feed.last_sequence == feed._sequence_now()
-    except redis.RedisError:
-        return False
-
-
 def invalidate_everything_now() -> None:
     """Every cache everywhere starts again (tests, benchmarks, a change too wide to name)."""
     invalidate_now(EVERYTHING)
+
+
+def invalidate_everything_and_wait(timeout: float) -> bool:
+    """`invalidate_everything_now()`, returning once this process has heard that announcement (or False after
+    `timeout`). Tests and benchmarks wait on it after a flush of the Redis database, which resets the sequence:
+    the follower flushes once when the next message shows that, and the sequence alone cannot tell whether
+    that message has arrived when it lands on the number the follower last saw."""
+    feed = _current_feed()
+    progress = feed.progress if isinstance(feed, _RedisFeed) else 0
+    invalidate_everything_now()
+    deadline = time.monotonic() + timeout
+    while not _has_heard_since(feed, progress):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _has_heard_since(feed: _RedisFeed | _LogFeed, progress: int) -> bool:
+    if isinstance(feed, _LogFeed):
+        return feed.stamp() is not None
+    try:
+        return feed.live.is_set() and feed.progress > progress and feed.last_sequence == feed._sequence_now()
+    except redis.RedisError:
+        return False

@@ -2,7 +2,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from django.core.cache import cache
 
 from identities.models import Identity
 from kernel.callers import Caller
-from kernel.invalidation import invalidate_everything_now, is_caught_up
+from kernel.invalidation import invalidate_everything_and_wait
 from tests.chittyid_authority_server import ChittyIDAuthorityServer
 
 IN_CI = os.environ.get("CI") == "true"
@@ -69,10 +68,7 @@ def _start_afresh() -> None:
     sees that: wait for it here, so that flush never lands in the middle of a test (bounded: a test of an
     outage must not hang)."""
     cache.clear()
-    invalidate_everything_now()
-    deadline = time.monotonic() + 5
-    while not is_caught_up() and time.monotonic() < deadline:
-        time.sleep(0.005)
+    invalidate_everything_and_wait(timeout=5)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ Django intact, and nothing is counted or audited twice."""
 
 import asyncio
 import json
-import time
 from contextlib import contextmanager
 
 import httpx
@@ -20,7 +19,7 @@ from chittyauth_site import asgi
 from grants.services import grant_permission
 from identities.models import Identity
 from kernel.callers import Caller
-from kernel.invalidation import current_stamp
+from kernel.invalidation import invalidate_everything_and_wait
 from keys.fast_path import MAX_BODY_BYTES, with_rest_fast_path
 from keys.models import ApiKey
 from keys.services import flush_usage, generate_api_key, revoke_api_key
@@ -46,24 +45,13 @@ def cast(make_identity):
     for permission in ("api_keys:validate", "tokens:validate"):
         grant_permission(SYSTEM, grantee_chitty_id=VALIDATOR, permission=permission)
     validator_key = generate_api_key(SYSTEM, chitty_id=VALIDATOR, scopes=["*"])
-    settle_invalidation_feed()
+    assert invalidate_everything_and_wait(timeout=10), "the invalidation feed never caught up"
     return {
         "validator": validator_key.secret,
         "validator_key_id": validator_key.api_key.key_id,
         "key": generate_api_key(SYSTEM, chitty_id=OWNER),
         "token": generate_jwt(SYSTEM, chitty_id=OWNER).token,
     }
-
-
-def settle_invalidation_feed() -> None:
-    """With Redis, changes are heard only once this process's feed has subscribed (until then nothing stays
-    cached, and subscribing flushes every cache); wait until the stamp has held still for half a second."""
-    stamp, still_since, deadline = current_stamp(), time.monotonic(), time.monotonic() + 10
-    while stamp is None or time.monotonic() - still_since < 0.5:
-        assert time.monotonic() < deadline, "the invalidation feed never settled"
-        time.sleep(0.05)
-        if current_stamp() != stamp:
-            stamp, still_since = current_stamp(), time.monotonic()
 
 
 @pytest.fixture(autouse=True)
