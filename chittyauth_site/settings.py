@@ -337,7 +337,7 @@ if min(MCP_MAX_FRAME_BYTES, MCP_WORKER_THREADS, MCP_SESSION_GROUP_REFRESH_SECOND
 # Every login is checked by django-axes first: a locked-out address or account never reaches the password check.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "console.staff_permissions.GrantsBackend",
 ]
 # After this many failed staff logins from one address, or for one username, further attempts are refused
 # for ADMIN_LOCKOUT_MINUTES (each attempt while locked starts the wait again). Superusers unlock early with

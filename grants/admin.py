@@ -125,7 +125,7 @@ class GrantAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Grant | None = None) -> bool:
         return False
 
-    @admin.action(description="Revoke selected grants")
+    @admin.action(description="Revoke selected grants", permissions=("change",))
     def revoke_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
         if not confirmed(request):
             return confirmation_page(

@@ -146,7 +146,7 @@ class IdentityAdmin(admin.ModelAdmin):
             ),
         ]
 
-    @admin.action(description="Suspend selected identities (stops their keys, tokens and sessions)")
+    @admin.action(description="Suspend selected identities (stops their keys, tokens and sessions)", permissions=("change",))
     def suspend_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
         """First show what suspending stops; suspend only when staff confirm on that page."""
         form = StatusChangeForm(request.POST if "confirm" in request.POST else None)
@@ -157,7 +157,7 @@ class IdentityAdmin(admin.ModelAdmin):
         self.message_user(request, f"{done} identities suspended.", messages.SUCCESS)
         return None
 
-    @admin.action(description="Reactivate selected identities")
+    @admin.action(description="Reactivate selected identities", permissions=("change",))
     def reactivate_selected(self, request: HttpRequest, queryset) -> None:
         done = self._change_status(
             request, queryset, services.reactivate_identity, "reactivated by staff in the admin"

@@ -139,7 +139,7 @@ class ClientAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
-    @admin.action(description="Revoke selected clients (and every token they hold)")
+    @admin.action(description="Revoke selected clients (and every token they hold)", permissions=("change",))
     def revoke_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
         if not confirmed(request):
             return confirmation_page(

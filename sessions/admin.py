@@ -62,7 +62,7 @@ class AuthSessionAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: AuthSession | None = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
 
-    @admin.action(description="End selected sessions")
+    @admin.action(description="End selected sessions", permissions=("change",))
     def end_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
         if not confirmed(request):
             return confirmation_page(
@@ -89,7 +89,7 @@ class AuthSessionAdmin(admin.ModelAdmin):
                 )
         self.message_user(request, f"{ended} sessions ended.", messages.SUCCESS)
 
-    @admin.action(description="End ALL sessions of the selected sessions' principals")
+    @admin.action(description="End ALL sessions of the selected sessions' principals", permissions=("change",))
     def end_all_of_principals(self, request: HttpRequest, queryset) -> TemplateResponse | None:
         if not confirmed(request):
             principals = sorted(set(queryset.values_list("principal__chitty_id", flat=True)))

@@ -60,6 +60,16 @@ def staff_user(*codenames: str) -> User:
     return user
 
 
+def linked_staff(make_identity, *grants: str) -> User:
+    """A staff login (not a superuser) linked to HELPDESK, which holds `grants`."""
+    make_identity(HELPDESK)
+    for permission in grants:
+        grant_permission(SYSTEM, grantee_chitty_id=HELPDESK, permission=permission)
+    user = staff_user()
+    link_staff_user(SYSTEM, user, HELPDESK)
+    return user
+
+
 def client_for(user: User) -> Client:
     client = Client()
     client.force_login(user)
@@ -205,7 +215,7 @@ class TestStaffLinks:
         make_identity(HELPDESK)
         grant_permission(SYSTEM, grantee_chitty_id=HELPDESK, permission="authorizations:grant")
         grant_permission(SYSTEM, grantee_chitty_id=HELPDESK, permission="documents:*")
-        helpdesk = staff_user("add_grant", "view_grant")
+        helpdesk = staff_user()
         link_staff_user(SYSTEM, helpdesk, HELPDESK)
         client = client_for(helpdesk)
 
@@ -237,7 +247,8 @@ class TestStaffLinks:
     def test_linked_staff_need_api_keys_manage_to_issue_keys_for_others(self, alice, make_identity):
         make_identity(HELPDESK)
         grant_permission(SYSTEM, grantee_chitty_id=HELPDESK, permission="documents:*")
-        helpdesk = staff_user("add_apikey", "view_apikey")
+        grant_permission(SYSTEM, grantee_chitty_id=HELPDESK, permission="api_keys:generate")
+        helpdesk = staff_user()
         link_staff_user(SYSTEM, helpdesk, HELPDESK)
         client = client_for(helpdesk)
         form = {"chitty_id": ALICE, "name": "k", "scopes_text": "documents:read", "environment": "live"}
@@ -297,22 +308,24 @@ class TestSuspension:
         suspended.refresh_from_db()
         assert (suspended.status, suspended.status_reason) == ("active", "reactivated by staff in the admin")
 
-    def test_the_suspend_page_needs_the_change_permission(self, alice):
-        viewer = client_for(staff_user("view_identity"))
+    def test_the_suspend_page_needs_identities_manage(self, alice, make_identity):
+        viewer = client_for(linked_staff(make_identity, "identities:read"))
 
+        assert viewer.get(f"/admin/identities/identity/{alice.pk}/change/").status_code == 200
         assert viewer.get(f"/admin/identities/identity/{alice.pk}/suspend/").status_code == 403
         assert viewer.post(f"/admin/identities/identity/{alice.pk}/suspend/").status_code == 403
         assert Identity.objects.get(pk=alice.pk).status == "active"
 
-    def test_a_refusal_by_the_service_is_shown(self, alice):
-        client = client_for(staff_user("view_identity", "change_identity"))
+    def test_a_refusal_by_the_service_is_shown(self, make_identity):
+        gone = make_identity("CHITTY-PEO-GONE-1", status=Identity.Status.REVOKED)
+        client = client_for(linked_staff(make_identity, "identities:read", "identities:manage"))
 
         response = client.post(
-            f"/admin/identities/identity/{alice.pk}/suspend/", {"reason": "x"}, follow=True
+            f"/admin/identities/identity/{gone.pk}/reactivate/", {"reason": "x"}, follow=True
         )
 
-        assert "identities:manage" in response.content.decode()
-        assert Identity.objects.get(pk=alice.pk).status == "active"
+        assert "cannot be reactivated" in response.content.decode()
+        assert Identity.objects.get(pk=gone.pk).status == "revoked"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -3,14 +3,16 @@
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import record
 from console.dashboard import CHART_HEIGHT, HOURS, activity_chart, hourly_activity
+from grants.services import grant_permission
 from identities.models import Identity
+from identities.staff_links import link_staff_user
 from jobs.models import JobRun
 from kernel.callers import Caller
 from keys.models import ApiKey
@@ -193,9 +195,13 @@ def test_an_unreachable_authority_is_reported_unavailable(admin, settings):
     assert "Unavailable" in response.content.decode()
 
 
-def test_panels_follow_the_staff_users_model_permissions(db):
+def test_panels_follow_the_grants_of_the_staff_users_identity(make_identity):
+    make_identity("CHITTY-PEO-VIEWER-1")
+    grant_permission(
+        Caller.system("tests"), grantee_chitty_id="CHITTY-PEO-VIEWER-1", permission="identities:read"
+    )
     viewer = User.objects.create_user("viewer", password="viewer-password-long-1", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_identity"))
+    link_staff_user(Caller.system("tests"), viewer, "CHITTY-PEO-VIEWER-1")
     client = Client()
     client.force_login(viewer)
     record("auth.failed", outcome="failure", target="key_secret_looking")
