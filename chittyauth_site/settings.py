@@ -221,6 +221,11 @@ SESSION_TIMEOUT = env_int("SESSION_TIMEOUT", 3600)
 # Entries per hot-path cache in each process (keys, tokens, principals' grants, REST sessions); least
 # recently used go first. README "Caches" gives the memory an entry costs.
 HOT_CACHE_MAX_ENTRIES = env_int("HOT_CACHE_MAX_ENTRIES", 50_000)
+# An API key's use count and "last used" reach the database at most this long (plus a second) after the use,
+# while the process runs; a clean stop writes what is pending.
+API_KEY_USAGE_WRITE_SECONDS = env_int("API_KEY_USAGE_WRITE_SECONDS", 60)
+if API_KEY_USAGE_WRITE_SECONDS < 0:
+    raise ImproperlyConfigured("API_KEY_USAGE_WRITE_SECONDS must be 0 or more")
 MAX_SESSIONS_PER_PRINCIPAL = env_int("MAX_SESSIONS_PER_PRINCIPAL", 0)
 SESSION_LIMIT_POLICY = env_choice("SESSION_LIMIT_POLICY", "end_oldest", ("end_oldest", "refuse_newest"))
 

@@ -146,7 +146,10 @@ class IdentityAdmin(admin.ModelAdmin):
             ),
         ]
 
-    @admin.action(description="Suspend selected identities (stops their keys, tokens and sessions)", permissions=("change",))
+    @admin.action(
+        description="Suspend selected identities (stops their keys, tokens and sessions)",
+        permissions=("change",),
+    )
     def suspend_selected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
         """First show what suspending stops; suspend only when staff confirm on that page."""
         form = StatusChangeForm(request.POST if "confirm" in request.POST else None)

@@ -226,7 +226,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Could not revoke {key.key_id}: {exc.message}", messages.ERROR)
         self.message_user(request, f"{done} keys revoked.", messages.SUCCESS)
 
-    @admin.action(description="Rotate selected API keys (choose how long the old keys keep working)", permissions=("change",))
+    @admin.action(
+        description="Rotate selected API keys (choose how long the old keys keep working)",
+        permissions=("change",),
+    )
     def rotate_selected(self, request: HttpRequest, queryset) -> TemplateResponse:
         """First ask for the overlap; rotate when staff apply it. The new secrets are shown once."""
         return self._rotate(request, list(queryset), "apply" in request.POST, bulk=True)
@@ -317,7 +320,9 @@ class SigningKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
         return False
 
-    @admin.action(description="Rotate: make a new active key of the selected key's algorithm", permissions=("change",))
+    @admin.action(
+        description="Rotate: make a new active key of the selected key's algorithm", permissions=("change",)
+    )
     def rotate(self, request: HttpRequest, queryset) -> None:
         algorithm = queryset.first().algorithm
         try:

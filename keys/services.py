@@ -30,6 +30,7 @@ from keys.key_format import (
 from keys.models import ApiKey
 from keys.usage import count_use
 from keys.usage import flush_usage as flush_usage
+from keys.usage import start_usage_writer as start_usage_writer
 from keys.verification import KeyVerification, evaluate_api_key
 from keys.verification import verify_api_key as verify_api_key
 from principals.services import resolve_principal

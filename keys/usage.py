@@ -1,7 +1,12 @@
 """Counting API key uses: in memory, written with F() increments about once a minute per key (a write takes
-what falls due in the next few seconds too), so the hot path never waits on a write it does not need (and a warm answer from memory counts only once it succeeded)."""
+what falls due in the next few seconds too), so the hot path never waits on a write it does not need (and a warm
+answer from memory counts only once it succeeded). In a serving process a writer thread also writes counts as
+they fall due, so "last used" lags by at most `API_KEY_USAGE_WRITE_SECONDS` plus a second even when no further
+use arrives, and what is pending is written when the process exits."""
 
+import atexit
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -9,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from django.db import DatabaseError, transaction
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 
@@ -18,7 +24,8 @@ from keys.models import ApiKey
 
 logger = logging.getLogger(__name__)
 
-USAGE_FLUSH_INTERVAL_SECONDS = 60
+USAGE_FLUSH_INTERVAL_SECONDS = settings.API_KEY_USAGE_WRITE_SECONDS
+WRITER_TICK_SECONDS = 1.0
 # A due write also takes the counts falling due within this share of the interval. Deadlines are per key, so
 # a stream of new keys (cold validations) would otherwise bring one due every few milliseconds, and every such
 # request would leave the fast path to write; this way one write per process every few seconds at most.
@@ -63,13 +70,18 @@ def count_use(key_id: str, used_at: datetime) -> None:
     needs_io("API key use counts")
     with _usage_lock:
         _add_pending(key_id, 1, used_at, now)
-        due = {}
-        horizon = now + USAGE_FLUSH_INTERVAL_SECONDS * WRITE_AHEAD_SHARE
-        while _write_deadlines and _write_deadlines[0][0] <= horizon:
-            due_key_id = _write_deadlines.popleft()[1]
-            due[due_key_id] = _pending_uses.pop(due_key_id)
+        due = _take_due(now + USAGE_FLUSH_INTERVAL_SECONDS * WRITE_AHEAD_SHARE)
     if due:
         _write_uses(due)
+
+
+def _take_due(horizon: float) -> dict[str, _PendingUse]:
+    """The pending uses whose write deadline is at or before `horizon` (call holding the lock)."""
+    due = {}
+    while _write_deadlines and _write_deadlines[0][0] <= horizon:
+        due_key_id = _write_deadlines.popleft()[1]
+        due[due_key_id] = _pending_uses.pop(due_key_id)
+    return due
 
 
 def _count_pending_use(key_id: str, used_at: datetime, now: float) -> None:
@@ -97,6 +109,31 @@ def _write_uses(uses: dict[str, _PendingUse]) -> bool:
                 _add_pending(key_id, use.count, use.last_used_at, now)
         return False
     return True
+
+
+_writer_pid: int | None = None
+
+
+def start_usage_writer() -> None:
+    """Run in each serving process (daphne, the stdio MCP server): write counts as they fall due without
+    waiting for the next use, and write what is left at exit. Idempotent; a forked child starts its own."""
+    global _writer_pid
+    with _usage_lock:
+        if _writer_pid == os.getpid():
+            return
+        _writer_pid = os.getpid()
+    threading.Thread(target=_write_as_due, name="api-key-usage-writer", daemon=True).start()
+    atexit.register(flush_usage)
+
+
+def _write_as_due() -> None:
+    while True:
+        time.sleep(WRITER_TICK_SECONDS)
+        with _usage_lock:
+            due = _take_due(time.monotonic())
+        if due:
+            _write_uses(due)
+            connection.close()  # this thread's own connection: it may sleep for a long time
 
 
 def flush_usage() -> int:

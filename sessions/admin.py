@@ -89,7 +89,9 @@ class AuthSessionAdmin(admin.ModelAdmin):
                 )
         self.message_user(request, f"{ended} sessions ended.", messages.SUCCESS)
 
-    @admin.action(description="End ALL sessions of the selected sessions' principals", permissions=("change",))
+    @admin.action(
+        description="End ALL sessions of the selected sessions' principals", permissions=("change",)
+    )
     def end_all_of_principals(self, request: HttpRequest, queryset) -> TemplateResponse | None:
         if not confirmed(request):
             principals = sorted(set(queryset.values_list("principal__chitty_id", flat=True)))

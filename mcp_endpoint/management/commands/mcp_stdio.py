@@ -13,6 +13,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from kernel.errors import ServiceError
+from keys.services import start_usage_writer
 from mcp_endpoint.connections import LiveConnection
 from mcp_endpoint.server import current_caller_source, jsonrpc_error, mcp_server, not_a_message
 from sessions.models import AuthSession
@@ -76,6 +77,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{CREDENTIAL_VARIABLE} is not set: export the API key this MCP server acts as"
             )
+        start_usage_writer()
         try:
             connection = LiveConnection.open(
                 credential, AuthSession.Channel.MCP_STDIO, user_agent="mcp-stdio"
