@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from console import display
 from grants import services
 from grants.models import Grant
 from grants.permissions import KNOWN_PERMISSIONS
@@ -76,10 +77,9 @@ class GrantAdmin(admin.ModelAdmin):
         "principal",
         "permission",
         "resource_id",
-        "expires_at",
+        "state",
         "granted_by",
         "created_at",
-        "revoked_at",
     )
     list_filter = (
         GrantStateFilter,
@@ -100,6 +100,15 @@ class GrantAdmin(admin.ModelAdmin):
         "revoked_at",
         "revoked_by",
     )
+
+    @admin.display(description="state", ordering="revoked_at")
+    def state(self, grant: Grant) -> str:
+        if grant.revoked_at is not None:
+            return f"revoked {display.full_time(grant.revoked_at)}"
+        if grant.expires_at is None:
+            return "live"
+        verb = "expired" if grant.expires_at <= timezone.now() else "live until"
+        return f"{verb} {display.full_time(grant.expires_at)}"
 
     def get_form(self, request: HttpRequest, obj: Grant | None = None, change: bool = False, **kwargs):
         if obj is not None:

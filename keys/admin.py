@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from console import display
 from grants.forms import ScopeListField
 from identities.admin import PrincipalFilter, staff_caller
 from kernel.admin_confirmation import confirmation_page, confirmed
@@ -113,14 +114,11 @@ class KeyStatusFilter(admin.SimpleListFilter):
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = (
         "key_id",
-        "display_prefix",
         "principal",
         "name",
-        "scopes",
+        "scope_list",
         "status",
-        "last_used_at",
-        "use_count",
-        "expires_at",
+        "last_use",
         "created_at",
     )
     list_filter = (KeyStatusFilter, PrincipalFilter, "environment", "created_at")
@@ -147,7 +145,20 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status(self, key: ApiKey) -> str:
-        return key_status(key)
+        """The state and when it ends or ended (the list has no room for an expiry column)."""
+        state = key_status(key)
+        until = {"live": key.expires_at, "rotating out": key.revoked_at}.get(state)
+        if state in ("revoked", "expired"):
+            return f"{state} {display.full_time(key.revoked_at if state == 'revoked' else key.expires_at)}"
+        return f"{state} until {display.full_time(until)}" if until else state
+
+    @admin.display(description="scopes")
+    def scope_list(self, key: ApiKey) -> str:
+        return ", ".join(key.scopes)
+
+    @admin.display(description="last use", ordering="last_used_at")
+    def last_use(self, key: ApiKey) -> str:
+        return display.last_use(key.last_used_at, key.use_count)
 
     def get_form(self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs):
         if obj is not None:

@@ -90,8 +90,7 @@ class ClientAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "client_id",
-        "authorization_grant_type",
-        "client_type",
+        "kind",
         "identity",
         "registration_source",
         "status",
@@ -105,6 +104,10 @@ class ClientAdmin(admin.ModelAdmin):
     @admin.display(description="status")
     def status(self, client: Client) -> str:
         return "revoked" if client.revoked_at else "live"
+
+    @admin.display(description="type", ordering="authorization_grant_type")
+    def kind(self, client: Client) -> str:
+        return f"{client.get_authorization_grant_type_display()}, {client.client_type}"
 
     def get_form(self, request: HttpRequest, obj: Client | None = None, change: bool = False, **kwargs):
         if obj is not None:

@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from console import display
 from identities.admin import PrincipalFilter, staff_caller
 from kernel.admin_confirmation import confirmation_page, confirmed
 from kernel.errors import ServiceError
@@ -39,19 +40,22 @@ class AuthSessionAdmin(admin.ModelAdmin):
         "session_id",
         "principal",
         "channel",
-        "credential_id",
         "client_address",
         "started_at",
         "last_seen_at",
-        "expires_at",
-        "ended_at",
-        "end_reason",
+        "ends",
     )
     list_filter = (LiveFilter, PrincipalFilter, "channel", "credential_type", "started_at")
     search_fields = ("session_id", "principal__chitty_id", "credential_id", "=client_address")
     list_select_related = ("principal",)
     actions = ("end_selected", "end_all_of_principals")
     readonly_fields = [f.name for f in AuthSession._meta.fields]
+
+    @admin.display(description="ends", ordering="ended_at")
+    def ends(self, session: AuthSession) -> str:
+        return display.ending(
+            ended_at=session.ended_at, reason=session.end_reason, expires_at=session.expires_at
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

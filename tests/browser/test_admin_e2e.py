@@ -154,6 +154,8 @@ def test_a_key_from_registration_to_revocation(page, live_server, staff_account,
     secret = page.locator("input.api-key-secret").input_value()
     key_id = page.locator("code.key-id").inner_text()
     assert SECRET_RE.match(secret)
+    page.click("button.copy-secret")  # the page's own script (served by the app) copies it
+    expect(page.locator("button.copy-secret")).to_have_text("Copied")
     shoot(page, "05-key-shown-once")
 
     valid = validate_over_rest(live_server, validator_key, secret)

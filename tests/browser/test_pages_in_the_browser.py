@@ -28,6 +28,8 @@ def blocked_by_policy(browser_page: Page) -> list[str]:
 
 def test_console_pages_run_with_nothing_blocked_by_the_policy(page, staff_account):  # noqa: F811
     blocked = blocked_by_policy(page)
+    failed: list[str] = []
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
     log_in(page)
 
     for path in PAGES:
@@ -38,6 +40,7 @@ def test_console_pages_run_with_nothing_blocked_by_the_policy(page, staff_accoun
 
     shoot(page, "csp-console")
     assert blocked == []
+    assert failed == []  # every stylesheet and script the pages name is served
 
 
 def test_the_api_docs_render_offline_from_local_assets(page):  # noqa: F811
