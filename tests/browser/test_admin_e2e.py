@@ -281,3 +281,40 @@ def test_repeated_wrong_passwords_lock_the_login(page, staff_account, settings):
     assert not any(e["action"] == "staff.login" for e in trail)
     assert "wrong-password" not in str(trail)
     assert ADMIN_PASSWORD not in str(trail)
+
+
+def test_ending_every_session_of_a_principal_asks_first_in_the_browser(
+    page, live_server, staff_account, validator_key
+):
+    chitty_id = "CHITTY-PEO-ROAMING-1"
+
+    def principal_with_a_key() -> str:
+        Identity.objects.create(chitty_id=chitty_id, entity_type="PEO")
+        grant_permission(SYSTEM, grantee_chitty_id=chitty_id, permission="documents:*")
+        return generate_api_key(SYSTEM, chitty_id=chitty_id, scopes=["documents:read"]).secret
+
+    secret = in_database(principal_with_a_key)
+    whoami = httpx.get(
+        f"{live_server.url}/api/v1/whoami", headers={"Authorization": f"Bearer {secret}"}, timeout=10
+    )
+    session_id = whoami.json()["session_id"]
+
+    log_in(page)
+    page.goto(f"/admin/auth_sessions/authsession/?principal={chitty_id}&state=live")
+    page.check("#result_list input.action-select")
+    page.select_option("select[name=action]", "end_all_of_principals")
+    page.click("button[name=index]")
+    expect(page.locator(".confirm-action-page .errornote")).to_contain_text("ends every live session")
+    expect(page.locator(".confirm-action-items")).to_contain_text(f"{chitty_id}: 1 live sessions")
+    shoot(page, "15-end-all-confirmation")
+    page.goto(f"/admin/auth_sessions/authsession/?principal={chitty_id}&state=live")
+    expect(page.locator("#result_list")).to_contain_text(session_id)  # nothing ended without confirming
+
+    page.check("#result_list input.action-select")
+    page.select_option("select[name=action]", "end_all_of_principals")
+    page.click("button[name=index]")
+    page.click("input[value='Yes, end every session']")
+    expect(page.locator(".messagelist")).to_contain_text("ended")
+    shoot(page, "16-all-sessions-ended")
+    page.goto(f"/admin/auth_sessions/authsession/?principal={chitty_id}&state=live")
+    expect(page.locator("#result_list")).to_have_count(0)
