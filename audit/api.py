@@ -5,8 +5,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.selectors import list_events
-from audit.serializers import AuditEventSerializer, AuditQuerySerializer
+from audit.selectors import list_checkpoints, list_events
+from audit.serializers import (
+    AuditCheckpointSerializer,
+    AuditEventSerializer,
+    AuditQuerySerializer,
+    CheckpointQuerySerializer,
+)
 from grants.checks import authorize
 from kernel.rest import validated
 
@@ -19,3 +24,15 @@ class AuditEventListView(APIView):
         authorize(request.auth, "audit:read")
         events = list_events(**query)[:limit]
         return Response({"events": AuditEventSerializer(events, many=True).data})
+
+
+class AuditCheckpointListView(APIView):
+    """The signed checkpoints of the chain (`keys/checkpoints.py`), for outside parties to keep."""
+
+    @extend_schema(parameters=[CheckpointQuerySerializer], responses=AuditCheckpointSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        query = validated(CheckpointQuerySerializer, request.query_params)
+        limit = query.pop("limit")
+        authorize(request.auth, "audit:read")
+        checkpoints = list_checkpoints(**query)[:limit]
+        return Response({"checkpoints": AuditCheckpointSerializer(checkpoints, many=True).data})

@@ -40,3 +40,20 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"head at #{self.sequence}"
+
+
+class AuditCheckpoint(models.Model):
+    """The chain head at one moment, signed with the service's signing key (`keys/checkpoints.py`). Outside
+    parties keep copies; a chain rewritten before a checkpoint no longer matches it."""
+
+    sequence = models.BigIntegerField(db_index=True)
+    hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(db_index=True)
+    kid = models.CharField(max_length=64)
+    token = models.TextField()  # the signed statement, a compact JWS: public, no secret in it
+
+    class Meta:
+        ordering = ["-sequence", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at #{self.sequence}"

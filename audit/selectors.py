@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent
 
 
 def list_events(
@@ -27,3 +27,11 @@ def list_events(
     if after_sequence is not None:
         events = events.filter(sequence__gt=after_sequence)
     return events
+
+
+def list_checkpoints(*, after_sequence: int | None = None) -> QuerySet[AuditCheckpoint]:
+    """Newest first; `after_sequence` gives only those signed past a checkpoint already held."""
+    checkpoints = AuditCheckpoint.objects.all()
+    if after_sequence is not None:
+        checkpoints = checkpoints.filter(sequence__gt=after_sequence)
+    return checkpoints

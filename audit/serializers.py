@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
@@ -26,5 +26,16 @@ class AuditQuerySerializer(serializers.Serializer):
     target = serializers.CharField(max_length=255, required=False, default="")
     outcome = serializers.ChoiceField(choices=AuditEvent.Outcome.values, required=False, default="")
     since = serializers.DateTimeField(required=False, default=None)
+    after_sequence = serializers.IntegerField(required=False, default=None, min_value=0)
+    limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)
+
+
+class AuditCheckpointSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditCheckpoint
+        fields = ["sequence", "hash", "created_at", "kid", "token"]
+
+
+class CheckpointQuerySerializer(serializers.Serializer):
     after_sequence = serializers.IntegerField(required=False, default=None, min_value=0)
     limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)

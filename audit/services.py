@@ -169,7 +169,8 @@ class ChainVerdict:
     reason: str = ""
 
 
-def _chain_head() -> tuple[int, str]:
+def chain_head() -> tuple[int, str]:
+    """The last sequence number and hash of the chain (0 and the genesis hash while it is empty)."""
     head = AuditChainHead.objects.filter(pk=1).values_list("sequence", "hash").first()
     return head or (0, GENESIS_HASH)
 
@@ -180,7 +181,7 @@ def verify_chain(batch_size: int = 2000) -> ChainVerdict:
     Safe on a live trail: the head is read before and after the walk, so events appended meanwhile are not
     mistaken for forged ones, while events cut from or added past the head are caught.
     """
-    head_before = _chain_head()
+    head_before = chain_head()
     expected_sequence = 1
     prev_hash = GENESIS_HASH
     checked = 0
@@ -220,7 +221,7 @@ def verify_chain(batch_size: int = 2000) -> ChainVerdict:
         return ChainVerdict(
             False, checked, checked + 1, f"events {checked + 1} to {head_before[0]} were cut from the end"
         )
-    head_after = _chain_head()
+    head_after = chain_head()
     if head_after[0] < checked:
         return ChainVerdict(
             False,

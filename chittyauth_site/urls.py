@@ -38,6 +38,7 @@ api_v1 = [
     path("sessions/end-all", sessions_api.SessionEndAllView.as_view(), name="sessions-end-all"),
     path("sessions/<str:session_id>/end", sessions_api.SessionEndView.as_view(), name="session-end"),
     path("audit/events", audit_api.AuditEventListView.as_view(), name="audit-events"),
+    path("audit/checkpoints", audit_api.AuditCheckpointListView.as_view(), name="audit-checkpoints"),
     path("permissions/check", grants_api.PermissionCheckView.as_view(), name="permission-check"),
 ]
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 CLEANUP_TASK = "jobs.cleanup"
 REVALIDATE_TASK = "jobs.revalidate_identities"
+CHECKPOINT_TASK = "jobs.sign_audit_checkpoint"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ DEFAULT_SCHEDULES = (
         REVALIDATE_TASK,
         60,
         "Ask the remote ChittyID authority about every active identity and suspend those it rejects.",
+    ),
+    DefaultSchedule(
+        "ChittyAuth audit checkpoint",
+        CHECKPOINT_TASK,
+        60,
+        "Sign the audit chain's head, published at GET /api/v1/audit/checkpoints for outside parties to keep.",
     ),
 )
 

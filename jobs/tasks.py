@@ -7,10 +7,11 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from jobs.schedules import CLEANUP_TASK, REVALIDATE_TASK
+from jobs.schedules import CHECKPOINT_TASK, CLEANUP_TASK, REVALIDATE_TASK
 from jobs.services import revalidate_identities as revalidate_identities_service
 from jobs.services import run_cleanup
 from kernel.callers import Caller
+from keys.checkpoints import sign_checkpoint
 
 RETRYABLE_ERRORS = (
     OperationalError,
@@ -38,3 +39,9 @@ def cleanup() -> dict:
 def revalidate_identities() -> dict:
     """An unreachable authority is not retried here: the run reports it and the next scheduled run retries."""
     return revalidate_identities_service(Caller.system("revalidation")).as_dict()
+
+
+@shared_task(name=CHECKPOINT_TASK, **RETRY_POLICY)
+def sign_audit_checkpoint() -> dict:
+    checkpoint = sign_checkpoint(Caller.system("audit-checkpoint"))
+    return {"sequence": checkpoint.sequence if checkpoint else 0}
