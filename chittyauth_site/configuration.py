@@ -32,14 +32,18 @@ def env_bool(name: str, default: bool) -> bool:
     return value in _TRUE
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
     value = os.environ.get(name, "")
     if value == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        bounds = f"from {minimum}" + (f" to {maximum}" if maximum is not None else " up")
+        raise ImproperlyConfigured(f"{name} must be {bounds}, got {number}")
+    return number
 
 
 def env_float(name: str, default: float) -> float:
@@ -73,8 +77,9 @@ def env_url(
     try:
         parsed = urlparse(value)
         parsed.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} is not a valid URL: {exc}") from None
+    except ValueError:
+        # urllib's message quotes the part it failed on, which can be a password.
+        raise ImproperlyConfigured(f"{name} is not a valid URL (its host or port does not parse)") from None
     if parsed.scheme not in schemes:
         raise ImproperlyConfigured(
             f"{name} must be a {' or '.join(schemes)} URL, not {parsed.scheme or 'one without a scheme'!r}"

@@ -1,6 +1,8 @@
 """The development secrets are public (they are in this repository), so anyone could forge a token with them.
 A service still using them refuses to start when daphne is told to listen beyond loopback, and answers no
-connection that did not arrive on a loopback address, whatever `ENVIRONMENT` says."""
+connection that did not both arrive on a loopback address and come from one, nor any request a proxy forwarded
+(a reverse proxy on the same host would otherwise make the whole network look like loopback), whatever
+`ENVIRONMENT` says. The service is served by daphne only: there is no WSGI entry point to bypass this."""
 
 import json
 import logging
@@ -16,6 +18,7 @@ from kernel.errors import error_body
 logger = logging.getLogger(__name__)
 
 REFUSED_CODE = "DEVELOPMENT_SECRETS_OFF_LOOPBACK"
+FORWARDING_HEADERS = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip", b"x-forwarded-host"})
 
 
 def _refusal_message() -> str:
@@ -23,10 +26,15 @@ def _refusal_message() -> str:
     return f"{names} still hold the published development values; set real ones to serve beyond loopback"
 
 
+def is_daphne(argv: Sequence[str]) -> bool:
+    """Is this process daphne serving the app (not a test, a shell or a worker importing it)?"""
+    program = Path(argv[0]) if argv else Path()
+    return "daphne" in (program.name, program.parent.name)
+
+
 def check_daphne_bind(argv: Sequence[str]) -> None:
     """Refuse to start a daphne that would listen beyond loopback with the development secrets."""
-    program = Path(argv[0]) if argv else Path()
-    if not settings.DEVELOPMENT_SECRETS_IN_USE or "daphne" not in (program.name, program.parent.name):
+    if not settings.DEVELOPMENT_SECRETS_IN_USE or not is_daphne(argv):
         return
     from daphne.cli import CommandLineInterface
 
@@ -47,12 +55,11 @@ def with_loopback_guard(application):
 
     async def guarded(scope, receive, send):
         nonlocal warned
-        server = scope.get("server") or ("",)
-        if scope["type"] not in ("http", "websocket") or is_loopback(str(server[0])):
+        if scope["type"] not in ("http", "websocket") or _is_local(scope):
             return await application(scope, receive, send)
         if not warned:
             warned = True
-            logger.error("Refused a connection to %s: %s", server[0], _refusal_message())
+            logger.error("Refused a connection beyond loopback: %s", _refusal_message())
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008})
@@ -72,3 +79,9 @@ def with_loopback_guard(application):
         return None
 
     return guarded
+
+
+def _is_local(scope) -> bool:
+    server, client = scope.get("server") or ("",), scope.get("client") or ("",)
+    forwarded = any(name.lower() in FORWARDING_HEADERS for name, _ in scope.get("headers", ()))
+    return is_loopback(str(server[0])) and is_loopback(str(client[0])) and not forwarded

@@ -133,7 +133,8 @@ TEMPLATES = [
 
 FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
 
-WSGI_APPLICATION = "chittyauth_site.wsgi.application"
+# Served by daphne only: the loopback guard for development secrets lives in the ASGI application.
+WSGI_APPLICATION = None
 ASGI_APPLICATION = "chittyauth_site.asgi.application"
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'chittyauth.sqlite3'}"
@@ -226,21 +227,26 @@ SESSION_TIMEOUT = env_int("SESSION_TIMEOUT", 3600)
 HOT_CACHE_MAX_ENTRIES = env_int("HOT_CACHE_MAX_ENTRIES", 50_000)
 # An API key's use count and "last used" reach the database at most this long (plus a second) after the use,
 # while the process runs; a clean stop writes what is pending.
-API_KEY_USAGE_WRITE_SECONDS = env_int("API_KEY_USAGE_WRITE_SECONDS", 60)
-if API_KEY_USAGE_WRITE_SECONDS < 0:
-    raise ImproperlyConfigured("API_KEY_USAGE_WRITE_SECONDS must be 0 or more")
-MAX_SESSIONS_PER_PRINCIPAL = env_int("MAX_SESSIONS_PER_PRINCIPAL", 0)
+API_KEY_USAGE_WRITE_SECONDS = env_int("API_KEY_USAGE_WRITE_SECONDS", 60, minimum=0)
+MAX_SESSIONS_PER_PRINCIPAL = env_int("MAX_SESSIONS_PER_PRINCIPAL", 0, minimum=0)
 SESSION_LIMIT_POLICY = env_choice("SESSION_LIMIT_POLICY", "end_oldest", ("end_oldest", "refuse_newest"))
 
 # JWTs: HS256 with JWT_SECRET as the seed documents, or EdDSA / ES256 with rotating keys published as JWKS.
 JWT_ISSUER = os.environ.get("JWT_ISSUER", "chittyauth")
 JWT_AUDIENCE = os.environ.get("JWT_AUDIENCE", "chittyos")
 JWT_SIGNING_ALGORITHM = env_choice("JWT_SIGNING_ALGORITHM", "HS256", SIGNING_ALGORITHMS)
-JWT_DEFAULT_LIFETIME_SECONDS = env_int("JWT_DEFAULT_LIFETIME_SECONDS", 3600)
-JWT_MAX_LIFETIME_SECONDS = env_int("JWT_MAX_LIFETIME_SECONDS", 7 * 24 * 3600)
-JWT_LEEWAY_SECONDS = env_int("JWT_LEEWAY_SECONDS", 30)
+JWT_MAX_LIFETIME_SECONDS = env_int("JWT_MAX_LIFETIME_SECONDS", 7 * 24 * 3600, minimum=1)
+JWT_DEFAULT_LIFETIME_SECONDS = env_int(
+    "JWT_DEFAULT_LIFETIME_SECONDS",
+    min(3600, JWT_MAX_LIFETIME_SECONDS),
+    minimum=1,
+    maximum=JWT_MAX_LIFETIME_SECONDS,
+)
+JWT_LEEWAY_SECONDS = env_int("JWT_LEEWAY_SECONDS", 30, minimum=0)
 
-API_KEY_ROTATION_OVERLAP_SECONDS = env_int("API_KEY_ROTATION_OVERLAP_SECONDS", 300)
+API_KEY_ROTATION_OVERLAP_SECONDS = env_int(
+    "API_KEY_ROTATION_OVERLAP_SECONDS", 300, minimum=0, maximum=7 * 24 * 3600
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -293,6 +299,11 @@ if IS_PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+    for trusted_origin in CSRF_TRUSTED_ORIGINS:
+        if not trusted_origin.startswith(("https://", "http://")):
+            raise ImproperlyConfigured(
+                f"CSRF_TRUSTED_ORIGINS entries must start with https:// (or http://), got {trusted_origin!r}"
+            )
 
 LOGGING = {
     "version": 1,

@@ -11,9 +11,9 @@ from functools import wraps
 from django.contrib.admin import ModelAdmin
 from django.db.models import Model
 from django.http import HttpRequest
-from django.template.response import TemplateResponse
 
 from audit.services import record
+from kernel.admin_confirmation import ran_nothing
 
 MAX_RECORDED_PKS = 100
 
@@ -35,14 +35,14 @@ def _record_admin_change(
 
 
 def _audited_action(action, name: str):
-    """An admin action that, once it has run (not when it only shows a confirmation page), is audited with
-    the objects it ran on."""
+    """An admin action that, once it has run (not when it only shows a page asking first, marked with
+    `nothing_ran`), is audited with the objects it ran on."""
 
     @wraps(action)
     def run(modeladmin: ModelAdmin, request: HttpRequest, queryset):
         pks = [str(pk) for pk in queryset.values_list("pk", flat=True)[: MAX_RECORDED_PKS + 1]]
         response = action(modeladmin, request, queryset)
-        if not isinstance(response, TemplateResponse):
+        if not ran_nothing(response):
             record(
                 "admin.action",
                 actor=f"staff:{request.user.get_username()}",

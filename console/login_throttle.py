@@ -10,6 +10,7 @@ is not applied and axes' lockout, kept in the database, still holds.
 
 import logging
 import time
+import unicodedata
 
 from django.conf import settings
 from django.core.cache import cache
@@ -17,6 +18,13 @@ from django.core.cache import cache
 logger = logging.getLogger(__name__)
 
 _PREFIX = "chittyauth:staff-login"
+MAX_USERNAME_LENGTH = 150
+
+
+def _same_login(username: str) -> str:
+    """One name for every spelling the login form accepts as the same user (it strips and NFKC-normalises),
+    so padding or case never starts a fresh count."""
+    return unicodedata.normalize("NFKC", username.strip())[:MAX_USERNAME_LENGTH].casefold()
 
 
 def _window() -> tuple[int, int]:
@@ -28,7 +36,8 @@ def _window() -> tuple[int, int]:
 
 def _keys(address: str, username: str, window: int) -> list[str]:
     keys = [f"{_PREFIX}:address:{address}:{window}"] if address else []
-    return [*keys, f"{_PREFIX}:username:{username.lower()}:{window}"] if username else keys
+    username = _same_login(username)
+    return [*keys, f"{_PREFIX}:username:{username}:{window}"] if username else keys
 
 
 def count_failure(address: str, username: str) -> None:
@@ -57,6 +66,6 @@ def first_in_window(kind: str, address: str, username: str) -> bool:
     (Axes signals a lockout on every attempt while locked.)"""
     window, remaining = _window()
     try:
-        return cache.add(f"{_PREFIX}:{kind}:{address}:{username.lower()}:{window}", 1, remaining + 1)
+        return cache.add(f"{_PREFIX}:{kind}:{address}:{_same_login(username)}:{window}", 1, remaining + 1)
     except Exception:  # noqa: BLE001 - better one event too many than none
         return True

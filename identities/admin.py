@@ -12,6 +12,7 @@ from django.utils.http import urlencode
 from identities import staff_links
 from identities.models import Identity, StaffLink
 from identities.selectors import suspension_cascade
+from kernel.admin_confirmation import nothing_ran
 from kernel.callers import Caller
 from kernel.errors import ServiceError
 from principals import services
@@ -210,7 +211,7 @@ class IdentityAdmin(admin.ModelAdmin):
             "bulk": bulk,
             "action": request.POST.get("action", ""),
         }
-        return TemplateResponse(request, "admin/identities/identity/status_change.html", context)
+        return nothing_ran(TemplateResponse(request, "admin/identities/identity/status_change.html", context))
 
     def _change_status(self, request: HttpRequest, identities, change, reason: str) -> int:
         done = 0

@@ -10,6 +10,17 @@ def confirmed(request: HttpRequest) -> bool:
     return request.POST.get("confirm") == "yes"
 
 
+def nothing_ran(response: TemplateResponse) -> TemplateResponse:
+    """Mark a page an admin action shows before it changes anything (a confirmation, a form to fill in), so the
+    console does not audit the action as run (`console/admin_audit.py`); any other answer counts as run."""
+    response.ran_nothing = True
+    return response
+
+
+def ran_nothing(response: object) -> bool:
+    return getattr(response, "ran_nothing", False)
+
+
 def confirmation_page(
     model_admin: ModelAdmin,
     request: HttpRequest,
@@ -31,4 +42,4 @@ def confirmation_page(
         "action": request.POST.get("action", ""),
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
     }
-    return TemplateResponse(request, "admin/confirm_action.html", context)
+    return nothing_ran(TemplateResponse(request, "admin/confirm_action.html", context))

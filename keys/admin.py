@@ -13,7 +13,7 @@ from django.utils import timezone
 from console import display
 from grants.forms import ScopeListField
 from identities.admin import PrincipalFilter, staff_caller
-from kernel.admin_confirmation import confirmation_page, confirmed
+from kernel.admin_confirmation import confirmation_page, confirmed, nothing_ran
 from kernel.errors import ServiceError
 from keys import services, signing_keys
 from keys.models import ApiKey, RevokedToken, SigningKey
@@ -282,7 +282,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "bulk": bulk,
             "action": request.POST.get("action", ""),
         }
-        return TemplateResponse(request, "admin/keys/rotate.html", context)
+        return nothing_ran(TemplateResponse(request, "admin/keys/rotate.html", context))
 
     def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         key = self._changeable_key(request, object_id)

@@ -126,19 +126,28 @@ def start_usage_writer() -> None:
     atexit.register(flush_usage)
 
 
+_writing = (
+    threading.Lock()
+)  # held while the writer has counts out of the pending map, so a flush waits for them
+
+
 def _write_as_due() -> None:
     while True:
         time.sleep(WRITER_TICK_SECONDS)
-        with _usage_lock:
-            due = _take_due(time.monotonic())
-        if due:
-            _write_uses(due)
-            connection.close()  # this thread's own connection: it may sleep for a long time
+        try:
+            with _writing:
+                with _usage_lock:
+                    due = _take_due(time.monotonic())
+                if due:
+                    _write_uses(due)
+                    connection.close()  # this thread's own connection: it may sleep for a long time
+        except Exception:  # the thread must outlive any one failure, or counts would wait for the next use
+            logger.exception("The API key use writer failed; it goes on")
 
 
 def flush_usage() -> int:
     """Write every pending use count now (for shutdown and tests); returns how many keys were written."""
-    with _usage_lock:
+    with _writing, _usage_lock:
         uses = dict(_pending_uses)
         _pending_uses.clear()
         _write_deadlines.clear()

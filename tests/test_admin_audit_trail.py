@@ -249,3 +249,22 @@ def test_an_action_that_only_shows_its_confirmation_page_is_not_recorded_as_run(
 
     assert page.status_code == 200  # "Are you sure?"
     assert events_since(before, "admin.action") == events_since(before, "admin.delete") == []
+
+
+def test_a_bulk_rotation_is_audited_once_it_ran_and_not_when_it_only_asked_for_the_overlap(console):
+    from keys.models import ApiKey
+    from keys.services import generate_api_key
+
+    key = generate_api_key(SYSTEM, chitty_id=alice().chitty_id).api_key
+    selection = {"action": "rotate_selected", "_selected_action": [key.pk]}
+    before = last_sequence()
+
+    asked = console.post("/admin/keys/apikey/", selection)
+    assert asked.status_code == 200
+    assert events_since(before, "admin.action") == []
+
+    rotated = console.post("/admin/keys/apikey/", {**selection, "apply": "1", "overlap_seconds": "0"})
+    assert "only time the key is shown" in rotated.content.decode()
+    assert ApiKey.objects.filter(rotated_from=key).exists()
+    (event,) = events_since(before, "admin.action")
+    assert (event.details["action"], event.details["objects"]) == ("rotate_selected", [str(key.pk)])

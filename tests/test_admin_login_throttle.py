@@ -84,6 +84,20 @@ def test_failures_for_one_username_from_many_addresses_are_limited_for_that_user
     assert post_login("second", ROOT_PASSWORD, "203.0.113.251").status_code == 302
 
 
+@pytest.mark.parametrize(
+    "spelling", [" root", "root ", "ROOT", "\uff52\uff4f\uff4f\uff54", " " * 200 + "root"]
+)
+def test_another_spelling_of_a_throttled_username_is_throttled_too(root, settings, spelling):
+    """The login form strips and NFKC-normalises the username, so every spelling it accepts counts as one."""
+    settings.AXES_FAILURE_LIMIT = 1000
+    for n in range(LIMIT):
+        post_login("root", "guess", f"203.0.113.{n}")
+    failures = AccessFailureLog.objects.count()
+
+    assert post_login(spelling, ROOT_PASSWORD, "203.0.115.1").status_code == 429
+    assert AccessFailureLog.objects.count() == failures
+
+
 def test_repeated_lockouts_are_audited_once_per_window(root, settings):
     for n in range(settings.AXES_FAILURE_LIMIT + 3):
         post_login("root", f"wrong-{n}", "192.0.2.33")

@@ -11,7 +11,12 @@ from channels.testing import WebsocketCommunicator
 from chittyauth_site import asgi
 
 
-def http_get(path: str, server: tuple[str, int]) -> tuple[int, bytes]:
+def http_get(
+    path: str,
+    server: tuple[str, int],
+    client: tuple[str, int] = ("127.0.0.1", 40000),
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> tuple[int, bytes]:
     sent, incoming = [], [{"type": "http.request", "body": b"", "more_body": False}]
 
     async def receive():
@@ -33,9 +38,9 @@ def http_get(path: str, server: tuple[str, int]) -> tuple[int, bytes]:
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "client": ("198.51.100.7", 40000),
+        "client": client,
         "server": server,
-        "headers": [(b"host", b"localhost")],
+        "headers": [(b"host", b"localhost"), *headers],
     }
     async_to_sync(asgi.application)(scope, receive, send)
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
@@ -48,6 +53,23 @@ def test_a_request_received_beyond_loopback_is_refused(server):
     assert status == 503
     assert json.loads(body)["error"]["code"] == "DEVELOPMENT_SECRETS_OFF_LOOPBACK"
     assert "JWT_SECRET" in json.loads(body)["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("client", "headers"),
+    [
+        (("198.51.100.7", 40000), ()),  # a port forwarded to loopback
+        (("127.0.0.1", 40000), ((b"X-Forwarded-For", b"198.51.100.7"),)),  # a reverse proxy on this host
+        (("127.0.0.1", 40000), ((b"forwarded", b"for=198.51.100.7"),)),
+        (("::1", 40000), ((b"x-real-ip", b"198.51.100.7"),)),
+    ],
+    ids=["remote client", "x-forwarded-for", "forwarded", "x-real-ip"],
+)
+def test_a_request_from_beyond_loopback_is_refused_even_when_it_arrives_on_loopback(client, headers):
+    status, body = http_get("/api/v1/whoami", ("127.0.0.1", 8000), client, headers)
+
+    assert status == 503
+    assert json.loads(body)["error"]["code"] == "DEVELOPMENT_SECRETS_OFF_LOOPBACK"
 
 
 @pytest.mark.django_db(transaction=True)

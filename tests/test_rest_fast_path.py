@@ -391,6 +391,7 @@ def test_a_client_gone_before_its_body_arrived_gets_nothing(cast):
         "path": KEYS,
         "root_path": "",
         "query_string": b"",
+        "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 80),
         "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
     }

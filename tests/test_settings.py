@@ -177,6 +177,15 @@ def test_an_unknown_environment_refuses_to_start_instead_of_running_as_developme
         ("SESSION_TIMEOUT", "1h", "SESSION_TIMEOUT must be an integer"),
         ("SESSION_LIMIT_POLICY", "oldest", "SESSION_LIMIT_POLICY must be one of end_oldest, refuse_newest"),
         ("LOG_LEVEL", "verbose", "LOG_LEVEL must be one of DEBUG, INFO"),
+        ("MAX_SESSIONS_PER_PRINCIPAL", "-1", "MAX_SESSIONS_PER_PRINCIPAL must be from 0 up, got -1"),
+        ("JWT_DEFAULT_LIFETIME_SECONDS", "0", "JWT_DEFAULT_LIFETIME_SECONDS must be from 1 to 604800"),
+        ("JWT_DEFAULT_LIFETIME_SECONDS", "604801", "JWT_DEFAULT_LIFETIME_SECONDS must be from 1 to 604800"),
+        (
+            "API_KEY_ROTATION_OVERLAP_SECONDS",
+            "-5",
+            "API_KEY_ROTATION_OVERLAP_SECONDS must be from 0 to 604800",
+        ),
+        ("API_KEY_USAGE_WRITE_SECONDS", "-1", "API_KEY_USAGE_WRITE_SECONDS must be from 0 up"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, variable, value, named):
@@ -192,6 +201,21 @@ def test_a_bad_signing_key_encryption_key_stops_production_before_any_token_is_m
     assert result.returncode != 0
     assert "SIGNING_KEY_ENCRYPTION_KEY item 1 is not a Fernet key" in result.stderr
     assert "x" * 44 not in result.stderr
+
+
+def test_a_url_whose_port_does_not_parse_is_refused_without_echoing_it(tmp_path):
+    result = manage(tmp_path, {"REDIS_URL": "redis://default:S3cret-host:6379"}, "check")
+
+    assert result.returncode != 0
+    assert "REDIS_URL is not a valid URL" in result.stderr
+    assert "S3cret" not in result.stderr
+
+
+def test_production_refuses_a_csrf_trusted_origin_without_a_scheme(tmp_path):
+    result = manage(tmp_path, {**proper_production(), "CSRF_TRUSTED_ORIGINS": "auth.example.com"}, "check")
+
+    assert result.returncode != 0
+    assert "CSRF_TRUSTED_ORIGINS entries must start with https://" in result.stderr
 
 
 def test_a_refused_url_is_never_echoed_with_its_password(tmp_path):
