@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from audit.masking import mask_secret_string, mask_secrets
 from audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
+from kernel import request_context
 from kernel.memory_only import needs_io
 
 
@@ -131,9 +132,13 @@ def record(
 
     Inputs are made storable first (an over-long target or an odd address must not lose the event), and
     secrets in `details`, `actor` and `target` are masked. `principal` defaults to `details["principal"]`.
+    An event recorded while serving a request carries its id (`details["request_id"]`), as its log lines do.
     """
     needs_io("audit record")
     safe_details = mask_secrets(_storable_details(details or {}))
+    request_id = request_context.current().request_id
+    if request_id and "request_id" not in safe_details:
+        safe_details["request_id"] = request_id
     stored_address = _storable_address(client_address)
     if client_address and stored_address is None:
         safe_details["client_address_unparsed"] = _storable_text(mask_secret_string(client_address), 100)

@@ -4,6 +4,7 @@ both MCP transports, stdio — authenticates through `authenticate_bearer`, so t
 from typing import NoReturn
 
 from audit.services import record
+from kernel import request_context
 from kernel.callers import Caller
 from kernel.errors import ServiceError
 from keys.tokens import verify_jwt
@@ -38,6 +39,7 @@ def authenticate_bearer(raw: str, *, client_address: str | None = None, user_age
             credential_id=credential_id,
             principal=verification.chitty_id or "",
         )
+    request_context.identify(verification.chitty_id, credential_id)
     return Caller(
         actor=verification.chitty_id,
         identity=verification.identity,

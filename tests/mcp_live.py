@@ -258,7 +258,7 @@ def daphne_server(env: dict[str, str], folder: Path, port: int | None = None) ->
     log = folder / f"daphne-{port}.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [DAPHNE, "-b", "127.0.0.1", "-p", str(port), "chittyauth_site.asgi:application"],
+            [DAPHNE, "-v", "0", "-b", "127.0.0.1", "-p", str(port), "chittyauth_site.asgi:application"],
             cwd=REPO_ROOT,
             env=env,
             stdout=output,

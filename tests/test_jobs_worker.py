@@ -298,6 +298,7 @@ def test_migrate_installs_the_default_schedules(database_url):
     assert rows == [
         ("jobs.cleanup", 15, "minutes", 900, True),
         ("jobs.revalidate_identities", 60, "minutes", 3600, True),
+        ("jobs.sign_audit_checkpoint", 60, "minutes", 3600, True),
     ]
 
 

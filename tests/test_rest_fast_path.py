@@ -20,6 +20,7 @@ from grants.services import grant_permission
 from identities.models import Identity
 from kernel.callers import Caller
 from kernel.invalidation import invalidate_everything_and_wait
+from kernel.request_context import with_request_id
 from keys.fast_path import MAX_BODY_BYTES, with_rest_fast_path
 from keys.models import ApiKey
 from keys.services import flush_usage, generate_api_key, revoke_api_key
@@ -34,7 +35,9 @@ VALIDATOR = "CHITTY-PEO-FASTVALIDATOR-A"
 OWNER = "CHITTY-PEO-FASTOWNER-A"
 KEYS, TOKENS, CHECKS = "/api/v1/keys/validate", "/api/v1/tokens/validate", "/api/v1/permissions/check"
 FAST = asgi.application
-DJANGO = asgi.django_asgi_app  # the same service without the fast path in front
+# The same service without the fast path in front (the request id, which both answers carry, outermost).
+DJANGO = with_request_id(asgi.django_asgi_app)
+REQUEST_ID = "fast-path-test-0001"  # sent with every request, so both paths echo the same id
 
 
 @pytest.fixture
@@ -83,7 +86,11 @@ def django_requests():
 def post(app, path: str, body: dict | bytes, *, bearer: str | None = None, **headers: str) -> httpx.Response:
     """One request through `app` over ASGI (Django's sync parts run on this thread, inside the test's
     transaction)."""
-    headers = {"content-type": "application/json", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    headers = {
+        "content-type": "application/json",
+        "x-request-id": REQUEST_ID,
+        **{k.replace("_", "-"): v for k, v in headers.items()},
+    }
     if bearer is not None:
         headers["authorization"] = f"Bearer {bearer}"
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -346,7 +353,12 @@ def asgi_post(app, body: bytes, headers: list[tuple[bytes, bytes]]) -> list[dict
         "query_string": b"",
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 80),
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"x-request-id", REQUEST_ID.encode()),
+            *headers,
+        ],
     }
     async_to_sync(app)(scope, receive, send)
     return sent

@@ -1,0 +1,91 @@
+"""What one request is, for its log lines and audit events: a request id (the client's `X-Request-ID` when it is a
+sane one, otherwise a new one), returned on every HTTP answer, and the principal and credential once the request
+has authenticated. One mutable record per request in a context variable: every task and thread serving the
+request (Django runs its view in a task and a thread of its own) sees what any of them learns. Each HTTP request also gets one access line on the `chittyauth.access` logger (path only: a query string
+may carry a secret), so daphne's own plain-text access log can be switched off (`daphne -v 0`)."""
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+
+access_log = logging.getLogger("chittyauth.access")
+
+HEADER = b"x-request-id"
+# Long enough for a UUID or a trace id, short and plain enough to log and index as it is.
+_ACCEPTED = re.compile(rb"[A-Za-z0-9._:-]{8,128}")
+
+
+@dataclass
+class RequestContext:
+    request_id: str = ""
+    principal: str = ""
+    credential_id: str = ""
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("request_context", default=None)
+
+Asgi = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[Any]]
+
+
+def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's request id when it sent exactly one acceptable one; a new one otherwise."""
+    sent = [value for name, value in headers if name.lower() == HEADER]
+    if len(sent) == 1 and _ACCEPTED.fullmatch(sent[0]):
+        return sent[0].decode("ascii")
+    return secrets.token_hex(16)
+
+
+def current() -> RequestContext:
+    """This request's record; an empty one outside any request (a worker, a shell)."""
+    return _current.get() or RequestContext()
+
+
+def identify(chitty_id: str, credential: str) -> None:
+    """The request has authenticated as `chitty_id` with `credential` (an id, never the secret)."""
+    context = _current.get()
+    if context is not None:
+        context.principal, context.credential_id = chitty_id, credential
+
+
+def with_request_id(app: Asgi) -> Asgi:
+    """Outermost ASGI wrapper: every HTTP request and WebSocket gets its id; HTTP answers carry it back."""
+
+    async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await app(scope, receive, send)
+        current = request_id_for(list(scope.get("headers", ())))
+        _current.set(RequestContext(request_id=current))
+        if scope["type"] == "websocket":
+            return await app(scope, receive, send)
+
+        started, status = time.perf_counter(), 0
+
+        async def send_with_id(event: ASGISendEvent) -> None:
+            nonlocal status
+            if event["type"] == "http.response.start":
+                status = event["status"]
+                headers = [
+                    (name, value) for name, value in event.get("headers", ()) if name.lower() != HEADER
+                ]
+                event = {**event, "headers": [*headers, (b"X-Request-ID", current.encode("ascii"))]}
+            await send(event)
+
+        try:
+            return await app(scope, receive, send_with_id)
+        finally:
+            _log_access(scope, status, time.perf_counter() - started)
+
+    return application
+
+
+def _log_access(scope: Scope, status: int, seconds: float) -> None:
+    method, path, milliseconds = scope.get("method", ""), scope.get("path", ""), round(seconds * 1000, 1)
+    fields = {"method": method, "path": path, "status": status, "duration_ms": milliseconds}
+    access_log.info("%s %s %s %sms", method, path, status or "-", milliseconds, extra=fields)

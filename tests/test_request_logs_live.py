@@ -1,0 +1,59 @@
+"""Request ids and JSON logs on a live daphne: every answer carries an id (the client's when it sent a sane one),
+the id lands in the audit events and log lines of that request, every log line is one JSON object, and no secret
+is in any of them."""
+
+import json
+import re
+
+import httpx
+
+from tests.mcp_live import ADMIN, ALICE, base_env, daphne_server, service_database
+
+SENT_ID = "trace-4bf92f3577b34da6"
+GENERATED_ID = re.compile(r"[0-9a-f]{32}")
+FORGED_KEY = "chitty_live_" + "A" * 43 + "Zz0000"  # well-formed enough to reach the database, unknown there
+
+
+def test_request_ids_travel_into_logs_and_audit_and_every_log_line_is_json_without_secrets(tmp_path):
+    with service_database(tmp_path) as (database_url, keys):
+        env = base_env(database_url, CHITTYAUTH_VAR_DIR=str(tmp_path), LOG_FORMAT="json", LOG_LEVEL="INFO")
+        admin, alice = keys[ADMIN]["key"], keys[ALICE]["key"]
+        with daphne_server(env, tmp_path) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+            forged = client.get(
+                "/api/v1/whoami", headers={"Authorization": f"Bearer {FORGED_KEY}", "X-Request-ID": SENT_ID}
+            )
+            generated = client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {alice}"})
+            too_short = client.get("/healthz", headers={"X-Request-ID": "x"})
+            denied = client.get(
+                "/api/v1/audit/events",
+                headers={"Authorization": f"Bearer {alice}", "X-Request-ID": "denied-request-0001"},
+            )
+            validated = client.post(
+                "/api/v1/keys/validate", json={"api_key": alice}, headers={"Authorization": f"Bearer {admin}"}
+            )
+            events = client.get(
+                "/api/v1/audit/events?limit=1000", headers={"Authorization": f"Bearer {admin}"}
+            ).json()["events"]
+        log = server.output()
+
+    assert (forged.status_code, forged.headers["X-Request-ID"]) == (401, SENT_ID)
+    assert generated.status_code == 200 and GENERATED_ID.fullmatch(generated.headers["X-Request-ID"])
+    assert GENERATED_ID.fullmatch(too_short.headers["X-Request-ID"])
+    assert denied.status_code == 403 and validated.status_code == 200
+
+    refusal = next(event for event in events if event["details"].get("request_id") == SENT_ID)
+    assert (refusal["action"], refusal["outcome"]) == ("auth.failed", "failure")
+
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]  # every line parses
+    assert {"timestamp", "level", "logger", "message", "request_id"} <= set(lines[0])
+    warning, access = [line for line in lines if line["request_id"] == "denied-request-0001"]
+    assert (warning["logger"], warning["level"], warning["principal"]) == ("django.request", "WARNING", ALICE)
+    assert warning["credential_id"] == keys[ALICE]["key_id"]
+    assert (access["logger"], access["path"], access["status"]) == (
+        "chittyauth.access",
+        "/api/v1/audit/events",
+        403,
+    )
+    assert access["principal"] == ALICE
+    for secret in (admin, alice, FORGED_KEY, env.get("JWT_SECRET", "dev-only-jwt-secret")):
+        assert secret not in log
