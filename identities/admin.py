@@ -66,6 +66,24 @@ class IdentityRegistrationForm(forms.ModelForm):
         """The service reports duplicates itself (IDENTITY_EXISTS)."""
 
 
+class IdentityRenameForm(forms.ModelForm):
+    """A rename goes through the service during validation, so a refusal shows as a form error."""
+
+    class Meta:
+        model = Identity
+        fields = ("display_name",)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.errors or "display_name" not in self.changed_data:
+            return data
+        try:
+            self.instance = services.rename_identity(self.caller, self.instance, data.get("display_name", ""))
+        except ServiceError as exc:
+            raise forms.ValidationError(f"{exc.message} ({exc.code})") from exc
+        return data
+
+
 _PAST_TENSE = {"suspend": "suspended", "reactivate": "reactivated"}
 
 
@@ -95,9 +113,9 @@ class IdentityAdmin(admin.ModelAdmin):
     readonly_fields = ("entity_type", "status", "status_reason", "source", "last_validated_at")
 
     def get_form(self, request: HttpRequest, obj: Identity | None = None, change: bool = False, **kwargs):
-        if obj is not None:
-            return super().get_form(request, obj, change=change, **kwargs)
-        form = super().get_form(request, obj, change=change, form=IdentityRegistrationForm, **kwargs)
+        creation = obj is None
+        form_class = IdentityRegistrationForm if creation else IdentityRenameForm
+        form = super().get_form(request, obj, change=change, form=form_class, **kwargs)
         form.caller = staff_caller(request)
         return form
 
@@ -110,8 +128,7 @@ class IdentityAdmin(admin.ModelAdmin):
         return (*self.readonly_fields, "chitty_id") if obj else ()
 
     def save_model(self, request: HttpRequest, obj: Identity, form, change: bool) -> None:
-        if change:
-            obj.save(update_fields=["display_name", "updated_at"])
+        """The service already saved the registration or the rename during validation."""
 
     def has_delete_permission(self, request: HttpRequest, obj: Identity | None = None) -> bool:
         return False

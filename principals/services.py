@@ -68,6 +68,27 @@ def resolve_principal(chitty_id: str) -> Identity:
     return identity or register_identity(Caller.system("chittyid-authority"), chitty_id)
 
 
+def rename_identity(caller: Caller, identity: Identity, display_name: str) -> Identity:
+    """Change the display name (`identities:manage`), audited with the old and new names."""
+    authorize(caller, "identities:manage", target=identity.chitty_id)
+    display_name = display_name[:200]
+    with transaction.atomic():
+        identity = Identity.objects.select_for_update().get(pk=identity.pk)
+        if identity.display_name == display_name:
+            return identity
+        previous, identity.display_name = identity.display_name, display_name
+        identity.save(update_fields=["display_name", "updated_at"])
+        invalidate(principal_topic(identity.chitty_id))
+        record(
+            "identity.rename",
+            actor=caller.actor,
+            target=identity.chitty_id,
+            client_address=caller.client_address,
+            details={"from": previous, "to": display_name},
+        )
+    return identity
+
+
 def change_status(caller: Caller, identity: Identity, status: str, *, reason: str = "") -> Identity:
     """Suspend, revoke or reactivate (`identities:manage`). Leaving `active` stops every credential at once
     (its principal topic) and is announced as `identity_deactivated`, on which its sessions end in this transaction."""

@@ -470,3 +470,40 @@ def test_admin_cannot_delete_identities(admin_client, make_identity):
 
     assert admin_client.get(f"{CHANGELIST}{identity.pk}/delete/").status_code == 403
     assert Identity.objects.filter(pk=identity.pk).exists()
+
+
+def test_admin_rename_goes_through_the_service_and_is_audited_with_both_names(admin_client, make_identity):
+    identity = make_identity("CHITTY-PEO-RENAME-1", display_name="Old name")
+
+    response = admin_client.post(f"{CHANGELIST}{identity.pk}/change/", {"display_name": "New name"})
+
+    assert response.status_code == 302
+    assert Identity.objects.get(pk=identity.pk).display_name == "New name"
+    event = identity_events().get()
+    assert (event.action, event.actor, event.target) == ("identity.rename", "staff:root", identity.chitty_id)
+    assert event.details == {"from": "Old name", "to": "New name"}
+
+
+def test_a_staff_login_without_identities_manage_cannot_rename(make_identity):
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from grants.services import grant_permission
+    from identities.staff_links import link_staff_user
+    from kernel.callers import Caller
+
+    identity = make_identity("CHITTY-PEO-RENAME-2", display_name="Kept")
+    make_identity("CHITTY-PEO-READER-1")
+    grant_permission(
+        Caller.system("tests"), grantee_chitty_id="CHITTY-PEO-READER-1", permission="identities:read"
+    )
+    reader = User.objects.create_user("reader", password="reader-password-long-1", is_staff=True)
+    link_staff_user(Caller.system("tests"), reader, "CHITTY-PEO-READER-1")
+    client = Client()
+    client.force_login(reader)
+
+    response = client.post(f"{CHANGELIST}{identity.pk}/change/", {"display_name": "Changed"})
+
+    assert response.status_code == 403
+    assert Identity.objects.get(pk=identity.pk).display_name == "Kept"
+    assert not identity_events().exists()
