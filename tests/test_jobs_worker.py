@@ -84,6 +84,27 @@ def send_cleanup(queue: str) -> None:
     cleanup.apply_async(queue=queue)
 
 
+def seed_audit_trail() -> None:
+    from audit.services import record
+
+    for n in range(3):
+        record("test.event", actor="worker-test", target=f"thing-{n}")
+
+
+def send_checkpoint(queue: str) -> None:
+    from jobs.tasks import sign_audit_checkpoint
+
+    sign_audit_checkpoint.apply_async(queue=queue)
+
+
+def verify_against_the_latest_checkpoint() -> None:
+    from django.core.management import call_command
+
+    from audit.models import AuditCheckpoint
+
+    call_command("verify_audit", "--checkpoint", AuditCheckpoint.objects.latest("sequence").token)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Helpers
 
@@ -252,6 +273,29 @@ def test_a_worker_runs_the_cleanup_task_it_is_sent(broker, database_url, tmp_pat
         wait_until(lambda: cleanup_ran(database_url), [worker], [log])
 
     assert_cleanup_effects(database_url)
+
+
+def test_a_worker_signs_an_audit_checkpoint_that_verify_audit_then_holds_the_chain_to(database_url, tmp_path):
+    env = process_env(database_url, tmp_path)
+    run_here(env, "seed_audit_trail")
+    queue = f"jobs-test-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+
+    with celery(env, log, *worker_args(queue)) as worker:
+        run_here(env, "send_checkpoint", queue)
+        wait_until(
+            lambda: query(database_url, "SELECT count(*) FROM audit_auditcheckpoint")[0][0] == 1,
+            [worker],
+            [log],
+        )
+
+    ((sequence, signed_hash, event_hash),) = query(
+        database_url,
+        "SELECT c.sequence, c.hash, e.hash FROM audit_auditcheckpoint c "
+        "JOIN audit_auditevent e ON e.sequence = c.sequence",
+    )
+    assert sequence >= 3 and signed_hash == event_hash
+    run_here(env, "verify_against_the_latest_checkpoint")
 
 
 def test_beat_fires_a_schedule_kept_in_the_database(database_url, tmp_path):
