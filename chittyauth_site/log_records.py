@@ -1,6 +1,7 @@
 """Log lines as operators read them: plain text or one JSON object per line (`LOG_FORMAT`), each carrying the
 request it belongs to (request id, principal, credential id) and never a secret: API keys and JWTs are masked in
-the message and its arguments the same way the audit trail masks them."""
+the finished line (message, extra fields, a request's path and query, a traceback) the same way the audit trail
+masks them."""
 
 import logging
 
@@ -15,16 +16,16 @@ class RequestContextFilter(logging.Filter):
         context = request_context.current()
         record.request_id, record.principal = context.request_id, context.principal
         record.credential_id = context.credential_id
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken log call: let the handler report it as logging does
-            return True
-        record.msg, record.args = mask_secret_string(message), None
         return True
 
 
+class TextLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secret_string(super().format(record))
+
+
 class JsonLogFormatter(JsonFormatter):
-    """`timestamp level logger message request_id principal credential_id`, plus a masked traceback."""
+    """`timestamp level logger message request_id principal credential_id`, plus any extra fields."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(
@@ -33,5 +34,5 @@ class JsonLogFormatter(JsonFormatter):
             **kwargs,
         )
 
-    def formatException(self, ei) -> str:
-        return mask_secret_string(super().formatException(ei))
+    def jsonify_log_record(self, log_data) -> str:
+        return mask_secret_string(super().jsonify_log_record(log_data))

@@ -312,7 +312,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {"request": {"()": "chittyauth_site.log_records.RequestContextFilter"}},
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "text": {
+            "()": "chittyauth_site.log_records.TextLogFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
         "json": {"()": "chittyauth_site.log_records.JsonLogFormatter"},
     },
     "handlers": {

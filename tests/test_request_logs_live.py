@@ -28,6 +28,8 @@ def test_request_ids_travel_into_logs_and_audit_and_every_log_line_is_json_witho
                 "/api/v1/audit/events",
                 headers={"Authorization": f"Bearer {alice}", "X-Request-ID": "denied-request-0001"},
             )
+            # A secret in a query string (where it must never be sent) reaches Django's request warning.
+            client.get(f"/api/v1/audit/events?api_key={alice}", headers={"Authorization": f"Bearer {alice}"})
             validated = client.post(
                 "/api/v1/keys/validate", json={"api_key": alice}, headers={"Authorization": f"Bearer {admin}"}
             )
