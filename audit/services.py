@@ -180,25 +180,19 @@ def chain_head() -> tuple[int, str]:
     return head or (0, GENESIS_HASH)
 
 
-def verify_chain(batch_size: int = 2000) -> ChainVerdict:
+def verify_chain(batch_size: int = 2000, *, anchor: tuple[int, str] | None = None) -> ChainVerdict:
     """Walk the chain in sequence order; name the first link whose hash, predecessor or number is off.
 
     Safe on a live trail: the head is read before and after the walk, so events appended meanwhile are not
-    mistaken for forged ones, while events cut from or added past the head are caught.
+    mistaken for forged ones, while events cut from or added past the head are caught. With an `anchor`
+    (sequence, hash) already trusted, as a signed checkpoint is, the walk starts there: that event must still
+    have that hash, and only what follows it is walked.
     """
     head_before = chain_head()
-    expected_sequence = 1
-    prev_hash = GENESIS_HASH
+    expected_sequence, prev_hash = (anchor[0], None) if anchor else (1, GENESIS_HASH)
     checked = 0
     queryset = AuditEvent.objects.order_by("sequence")
-    while True:
-        page = list(
-            queryset.filter(sequence__gte=expected_sequence)[:batch_size]
-            if checked
-            else queryset[:batch_size]
-        )
-        if not page:
-            break
+    while page := list(queryset.filter(sequence__gte=expected_sequence)[:batch_size]):
         for event in page:
             if event.sequence != expected_sequence:
                 reason = (
@@ -207,7 +201,11 @@ def verify_chain(batch_size: int = 2000) -> ChainVerdict:
                     else f"unexpected sequence number {event.sequence}"
                 )
                 return ChainVerdict(False, checked, expected_sequence, reason)
-            if event.prev_hash != prev_hash:
+            if prev_hash is None and event.hash != anchor[1]:
+                return ChainVerdict(
+                    False, checked, event.sequence, "the event no longer has the trusted hash"
+                )
+            if prev_hash is not None and event.prev_hash != prev_hash:
                 return ChainVerdict(
                     False, checked, event.sequence, "prev_hash does not match the previous event"
                 )
@@ -222,18 +220,19 @@ def verify_chain(batch_size: int = 2000) -> ChainVerdict:
             prev_hash = event.hash
             expected_sequence += 1
             checked += 1
-    if checked < head_before[0]:
+    last = expected_sequence - 1
+    if last < head_before[0]:
         return ChainVerdict(
-            False, checked, checked + 1, f"events {checked + 1} to {head_before[0]} were cut from the end"
+            False, checked, last + 1, f"events {last + 1} to {head_before[0]} were cut from the end"
         )
     head_after = chain_head()
-    if head_after[0] < checked:
+    if head_after[0] < last:
         return ChainVerdict(
             False,
             checked,
             head_after[0] + 1,
             f"events after the chain head (#{head_after[0]}) were added outside the audit service",
         )
-    if head_after[0] == checked and head_after[1] != prev_hash:
-        return ChainVerdict(False, checked, checked, "the chain head does not match the last event")
+    if head_after[0] == last and head_after[1] != prev_hash:
+        return ChainVerdict(False, checked, last, "the chain head does not match the last event")
     return ChainVerdict(True, checked)

@@ -1,9 +1,11 @@
 """Log lines as operators read them: plain text or one JSON object per line (`LOG_FORMAT`), each carrying the
 request it belongs to (request id, principal, credential id) and never a secret: API keys and JWTs are masked in
-the finished line (message, extra fields, a request's path and query, a traceback) the same way the audit trail
-masks them."""
+the finished line (message, extra fields, a traceback) the same way the audit trail masks them, a request is
+logged as its method and path (a query string may carry any secret), and a text line's message cannot break
+into two lines (a decoded path may hold a newline, which would forge a second line)."""
 
 import logging
+import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -16,12 +18,29 @@ class RequestContextFilter(logging.Filter):
         context = request_context.current()
         record.request_id, record.principal = context.request_id, context.principal
         record.credential_id = context.credential_id
+        request = getattr(record, "request", None)
+        if request is not None and hasattr(request, "path"):
+            record.request = f"{getattr(request, 'method', '')} {request.path}"
         return True
 
 
 class TextLogFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.replace("\r", "\\r").replace("\n", "\\n")
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         return mask_secret_string(super().format(record))
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """A log call that itself fails (a bad format string) is reported without its arguments, which the
+    standard handler prints as they are."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(
+            f"--- Logging error in {record.name} at {record.pathname}:{record.lineno} (arguments withheld)\n"
+        )
 
 
 class JsonLogFormatter(JsonFormatter):

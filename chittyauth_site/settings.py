@@ -185,6 +185,8 @@ else:
     }
 
 CELERY_TASK_SERIALIZER = "json"
+# Workers log through LOGGING (masked, LOG_FORMAT) rather than Celery's own root handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -319,7 +321,11 @@ LOGGING = {
         "json": {"()": "chittyauth_site.log_records.JsonLogFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request"]}
+        "console": {
+            "class": "chittyauth_site.log_records.ConsoleHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request"],
+        }
     },
     # Django's own console handler would print its request warnings a second time, unformatted.
     "loggers": {"django": {"handlers": [], "propagate": True}},

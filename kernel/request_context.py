@@ -20,6 +20,7 @@ access_log = logging.getLogger("chittyauth.access")
 HEADER = b"x-request-id"
 # Long enough for a UUID or a trace id, short and plain enough to log and index as it is.
 _ACCEPTED = re.compile(rb"[A-Za-z0-9._:-]{8,128}")
+_CREDENTIAL_PREFIXES = (b"chitty_", b"eyJ")  # an API key; a JWT's encoded header
 
 
 @dataclass
@@ -35,9 +36,10 @@ Asgi = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[Any]]
 
 
 def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
-    """The client's request id when it sent exactly one acceptable one; a new one otherwise."""
+    """The client's request id when it sent exactly one acceptable one; a new one otherwise. One shaped like a
+    credential (an API key, a JWT) is refused: ids are stored unmasked in the audit trail."""
     sent = [value for name, value in headers if name.lower() == HEADER]
-    if len(sent) == 1 and _ACCEPTED.fullmatch(sent[0]):
+    if len(sent) == 1 and _ACCEPTED.fullmatch(sent[0]) and not sent[0].startswith(_CREDENTIAL_PREFIXES):
         return sent[0].decode("ascii")
     return secrets.token_hex(16)
 

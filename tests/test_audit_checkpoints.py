@@ -19,6 +19,7 @@ from grants.services import grant_permission
 from jobs.schedules import CHECKPOINT_TASK
 from jobs.tasks import sign_audit_checkpoint
 from kernel.callers import Caller
+from kernel.errors import Conflict
 from keys.checkpoints import CHECKPOINT_TYP, sign_checkpoint
 from keys.services import generate_api_key
 from keys.tokens import generate_jwt, verify_jwt
@@ -196,3 +197,73 @@ def test_an_empty_chain_has_nothing_to_sign():
     assert "nothing to sign" in out.getvalue()
     assert not AuditCheckpoint.objects.exists()
     assert head_sequence() == 0 if AuditChainHead.objects.exists() else True
+
+
+def _plant_signing_key() -> tuple[str, ed25519.Ed25519PrivateKey]:
+    """What an intruder with database access can do: add a signing-key row of their own."""
+    from keys.models import SigningKey
+
+    private = ed25519.Ed25519PrivateKey.generate()
+    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private.public_key()))
+    SigningKey.objects.create(
+        kid="planted-key-000000000a",
+        algorithm="EdDSA",
+        public_jwk={**jwk, "kid": "planted-key-000000000a"},
+        private_key_encrypted="-",
+        is_active=False,
+    )
+    return "planted-key-000000000a", private
+
+
+def test_with_the_jwks_kept_outside_a_checkpoint_signed_by_a_planted_key_is_refused(tmp_path):
+    make_trail(4)
+    genuine = sign_checkpoint(SYSTEM)
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(Client().get("/.well-known/jwks.json").content.decode())
+    rewrite_consistently(2, actor="staff:mallory")
+    kid, private = _plant_signing_key()
+    forged = jwt.encode(
+        {
+            "iss": "chittyauth",
+            "seq": genuine.sequence,
+            "hash": AuditEvent.objects.get(sequence=genuine.sequence).hash,
+            "iat": int(genuine.created_at.timestamp()),
+        },
+        private,
+        algorithm="EdDSA",
+        headers={"typ": CHECKPOINT_TYP, "kid": kid},
+    )
+
+    assert "matches the checkpoint" in verify_command(
+        "--checkpoint", forged
+    )  # the database's keys are fooled
+    assert "not signed by one of the trusted signing keys" in refused(
+        "--checkpoint", forged, "--jwks", str(jwks_file)
+    )
+    assert "was rewritten" in refused("--checkpoint", genuine.token, "--jwks", str(jwks_file))
+
+
+def test_a_chain_rewritten_since_the_last_checkpoint_is_never_signed():
+    make_trail(4)
+    first = sign_checkpoint(SYSTEM)
+    make_trail(2)
+    rewrite_consistently(2, actor="staff:mallory")  # history the next checkpoint would otherwise vouch for
+
+    with pytest.raises(Conflict) as refusal:
+        sign_checkpoint(SYSTEM)
+
+    assert refusal.value.code == "CHAIN_REWRITTEN"
+    assert list(AuditCheckpoint.objects.values_list("pk", flat=True)) == [first.pk]
+    failure = AuditEvent.objects.get(action="audit.checkpoint", outcome="failure")
+    assert failure.details["since"] == first.sequence
+
+
+def test_each_checkpoint_names_the_one_before_it():
+    make_trail(3)
+    first = sign_checkpoint(SYSTEM)
+    make_trail(1)
+    second = sign_checkpoint(SYSTEM)
+
+    claims = jwt.decode(second.token, options={"verify_signature": False})
+    assert claims["prev"] == {"seq": first.sequence, "hash": first.hash}
+    assert "prev" not in jwt.decode(first.token, options={"verify_signature": False})

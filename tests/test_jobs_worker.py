@@ -8,6 +8,7 @@ database created for the test and dropped after it.
 
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -296,6 +297,10 @@ def test_a_worker_signs_an_audit_checkpoint_that_verify_audit_then_holds_the_cha
     )
     assert sequence >= 3 and signed_hash == event_hash
     run_here(env, "verify_against_the_latest_checkpoint")
+    # The worker logs through the service's LOGGING (masked, with the request-id field), not Celery's own.
+    assert re.search(r" INFO celery\.\S+ \[\] Task jobs\.sign_audit_checkpoint\[", log.read_text()), (
+        log.read_text()
+    )
 
 
 def test_beat_fires_a_schedule_kept_in_the_database(database_url, tmp_path):

@@ -24,6 +24,7 @@ def test_request_ids_travel_into_logs_and_audit_and_every_log_line_is_json_witho
             )
             generated = client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {alice}"})
             too_short = client.get("/healthz", headers={"X-Request-ID": "x"})
+            a_key_as_id = client.get("/healthz", headers={"X-Request-ID": alice})  # would be stored unmasked
             denied = client.get(
                 "/api/v1/audit/events",
                 headers={"Authorization": f"Bearer {alice}", "X-Request-ID": "denied-request-0001"},
@@ -41,6 +42,7 @@ def test_request_ids_travel_into_logs_and_audit_and_every_log_line_is_json_witho
     assert (forged.status_code, forged.headers["X-Request-ID"]) == (401, SENT_ID)
     assert generated.status_code == 200 and GENERATED_ID.fullmatch(generated.headers["X-Request-ID"])
     assert GENERATED_ID.fullmatch(too_short.headers["X-Request-ID"])
+    assert GENERATED_ID.fullmatch(a_key_as_id.headers["X-Request-ID"])
     assert denied.status_code == 403 and validated.status_code == 200
 
     refusal = next(event for event in events if event["details"].get("request_id") == SENT_ID)
