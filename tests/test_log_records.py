@@ -4,6 +4,7 @@ import io
 import logging
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from kernel import request_context
 
@@ -13,20 +14,15 @@ def text_logger(stream: io.StringIO) -> logging.Logger:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(_text_formatter(config))
     filter_class = config["filters"]["request"]["()"]
-    handler.addFilter(_load(filter_class)())
+    handler.addFilter(import_string(filter_class)())
     logger = logging.getLogger("tests.log_records")
     logger.handlers, logger.propagate = [handler], False
     return logger
 
 
-def _load(dotted: str):
-    module, _, name = dotted.rpartition(".")
-    return getattr(__import__(module, fromlist=[name]), name)
-
-
 def _text_formatter(config: dict) -> logging.Formatter:
     text = config["formatters"]["text"]
-    return _load(text["()"])(text["format"])
+    return import_string(text["()"])(text["format"])
 
 
 def test_a_decoded_newline_in_a_path_cannot_forge_a_second_line():
