@@ -3,9 +3,9 @@ since the audit app is the leaf every other app records into and imports none of
 
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 
-from audit.models import AuditCheckpoint, AuditEvent
+from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 
 
 def list_events(
@@ -35,3 +35,13 @@ def list_checkpoints(*, after_sequence: int | None = None) -> QuerySet[AuditChec
     if after_sequence is not None:
         checkpoints = checkpoints.filter(sequence__gt=after_sequence)
     return checkpoints
+
+
+def chain_length() -> int:
+    """Events appended to the chain so far: the head's sequence number (0 before the first)."""
+    return AuditChainHead.objects.aggregate(sequence=Max("sequence"))["sequence"] or 0
+
+
+def last_checkpoint_sequence() -> int:
+    """The sequence number of the newest signed checkpoint (0 before the first)."""
+    return AuditCheckpoint.objects.aggregate(sequence=Max("sequence"))["sequence"] or 0

@@ -91,6 +91,14 @@ def env_url(
     return value
 
 
+def env_directory(name: str) -> str:
+    """An existing directory this process can write to, or "" when unset."""
+    value = os.environ.get(name, "").strip()
+    if value and not (os.path.isdir(value) and os.access(value, os.W_OK | os.X_OK)):
+        raise ImproperlyConfigured(f"{name} must name an existing directory this process can write to")
+    return value
+
+
 def check_fernet_keys(name: str, value: str) -> None:
     """Each comma-separated item must be a Fernet key. The message never echoes the value: it is a secret."""
     for position, item in enumerate((part.strip() for part in value.split(",") if part.strip()), start=1):

@@ -16,6 +16,7 @@ from chittyauth_site.configuration import (
     check_fernet_keys,
     env_bool,
     env_choice,
+    env_directory,
     env_float,
     env_int,
     env_list,
@@ -334,6 +335,12 @@ LOGGING = {
         "level": env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     },
 }
+
+# Prometheus metrics at /metrics, for a bearer holding `metrics:read` (kernel/metrics.py lists every series).
+METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
+# Where every process (daphne, mcp_stdio, Celery workers) writes its values for /metrics to add up; empty, each
+# process counts for itself. It must exist and be emptied before the processes start (`./dev run` does both).
+METRICS_MULTIPROCESS_DIR = env_directory("PROMETHEUS_MULTIPROC_DIR")
 
 # Scheduled jobs
 # Keys, grants and sessions that expired, were revoked or ended longer ago than this are deleted.

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from audit import api as audit_api
 from chittyauth_site import health
+from chittyauth_site.metrics import MetricsView
 from grants import api as grants_api
 from identities import api as identities_api
 from keys import api as keys_api
@@ -46,6 +47,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path(".well-known/jwks.json", jwks_view, name="jwks"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("", include("oauth.urls")),
     path("api/v1/", include(api_v1)),
     path(

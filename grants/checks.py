@@ -57,7 +57,7 @@ class _PrincipalGrants:
         self.decisions: dict[tuple[str, str], Decision] = {}
 
 
-_cache: BoundedCache[str, _PrincipalGrants] = BoundedCache()
+_cache: BoundedCache[str, _PrincipalGrants] = BoundedCache("grants")
 
 
 def _load(chitty_id: str, stamp: int | None) -> _PrincipalGrants | None:
@@ -78,9 +78,13 @@ def _load(chitty_id: str, stamp: int | None) -> _PrincipalGrants | None:
     return _PrincipalGrants(chitty_id, pk, stamp, status == Identity.Status.ACTIVE, grants)
 
 
+def _is_current(entry: _PrincipalGrants) -> bool:
+    return is_fresh(entry.stamp, entry.topics)
+
+
 def _principal_grants(chitty_id: str) -> _PrincipalGrants | None:
-    entry = _cache.get(chitty_id)
-    if entry is None or not is_fresh(entry.stamp, entry.topics):
+    entry = _cache.lookup(chitty_id, _is_current)
+    if entry is None:
         needs_read("grants lookup")
         entry = _load(chitty_id, current_stamp())
         if entry is None:

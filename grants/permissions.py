@@ -29,6 +29,7 @@ KNOWN_PERMISSIONS = (
     "sessions:read",
     "sessions:revoke",
     "audit:read",
+    "metrics:read",
     "signing_keys:rotate",
     "jobs:run",
     "oauth_clients:register",

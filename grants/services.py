@@ -27,6 +27,7 @@ from identities.selectors import get_identity
 from kernel.callers import Caller
 from kernel.errors import NotFound, PermissionDenied, ServiceError, ValidationFailed
 from kernel.invalidation import invalidate, principal_topic
+from kernel.metrics import PERMISSION_CHECKS, counted_when_answered
 
 
 def grant_permission(
@@ -148,7 +149,9 @@ def check_principal_permission(
             f"Invalid permission {permission!r}: use resource:action", code="INVALID_PERMISSION"
         )
     parse_pattern(permission)
-    return check_registered_permission(chitty_id, permission, _clean_resource_id(resource_id))
+    decision = check_registered_permission(chitty_id, permission, _clean_resource_id(resource_id))
+    counted_when_answered(PERMISSION_CHECKS, "allowed" if decision.allowed else "denied")
+    return decision
 
 
 MAX_BULK_CHECKS = 100

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from kernel.errors import AuthorityUnavailable
+from kernel.metrics import AUTHORITY_CALL_DURATION, AUTHORITY_CALLS
 
 logger = logging.getLogger(__name__)
 
@@ -106,20 +107,24 @@ def _verify_remotely(chitty_id: str) -> AuthorityAnswer:
     for attempt in range(attempts):
         if attempt:
             time.sleep(min(0.1 * 2 ** (attempt - 1), 1.0))
+        started, outcome = time.perf_counter(), "unusable_answer"
         try:
             response = _http_client().post(
                 url, json={"chitty_id": chitty_id}, headers=headers, timeout=settings.CHITTYID_TIMEOUT_SECONDS
             )
+            if response.status_code >= 500:
+                failure, outcome = f"answered HTTP {response.status_code}", "server_error"
+                continue
+            answer = _interpret(response)
+            outcome = answer.verdict.lower()
+            return answer
         except httpx.TimeoutException:
-            failure = "timed out"
-            continue
+            failure, outcome = "timed out", "timeout"
         except httpx.HTTPError as exc:
-            failure = f"could not connect ({type(exc).__name__})"
-            continue
-        if response.status_code >= 500:
-            failure = f"answered HTTP {response.status_code}"
-            continue
-        return _interpret(response)
+            failure, outcome = f"could not connect ({type(exc).__name__})", "connect_error"
+        finally:
+            AUTHORITY_CALLS.labels(outcome).inc()
+            AUTHORITY_CALL_DURATION.observe(time.perf_counter() - started)
     logger.warning("ChittyID authority unavailable after %d attempts: %s", attempts, failure)
     raise AuthorityUnavailable(f"ChittyID authority unavailable: {failure}", reason=failure)
 

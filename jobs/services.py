@@ -30,6 +30,7 @@ from jobs.models import JobRun
 from kernel.callers import Caller
 from kernel.errors import AuthorityUnavailable, Conflict
 from kernel.invalidation import invalidate, session_topic
+from kernel.metrics import JOB_RUN_DURATION, JOB_RUNS
 from keys.models import ApiKey, RevokedToken
 from principals.services import suspend_identity
 from sessions.models import AuthSession
@@ -144,6 +145,8 @@ def _finish_run(
             client_address=caller.client_address,
             details={"run_id": run.pk, **counts, **details, "message": run.message},
         )
+    JOB_RUNS.labels(run.job, outcome).inc()
+    JOB_RUN_DURATION.labels(run.job).observe((run.finished_at - run.started_at).total_seconds())
 
 
 def _record_crash(run: JobRun, caller: Caller, action: str, counts: dict, error: Exception) -> None:

@@ -3,9 +3,13 @@ than the bound still keeps its hot part (clearing a full cache whole would make 
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from django.conf import settings
+
+from kernel.memory_only import when_answered
+from kernel.metrics import CACHE_LOOKUPS
 
 _Key = TypeVar("_Key")
 _Value = TypeVar("_Value")
@@ -13,11 +17,24 @@ _Value = TypeVar("_Value")
 
 class BoundedCache(Generic[_Key, _Value]):
     """Reads take no lock (an OrderedDict lookup and a move are single C calls); writes take one. The bound
-    is the `HOT_CACHE_MAX_ENTRIES` setting, read when an entry is added."""
+    is the `HOT_CACHE_MAX_ENTRIES` setting, read when an entry is added. `name` labels its hits and misses in
+    the metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         self._entries: OrderedDict[_Key, _Value] = OrderedDict()
         self._lock = threading.Lock()
+        self._hit = CACHE_LOOKUPS.labels(name, "hit").inc
+        self._miss = CACHE_LOOKUPS.labels(name, "miss").inc
+
+    def lookup(self, key: _Key, usable: Callable[[_Value], bool]) -> _Value | None:
+        """The entry for `key` if there is one and `usable` says it still holds (fresh, not expired), counted
+        as a hit; otherwise None, counted as a miss (the caller reads it again)."""
+        value = self.get(key)
+        if value is not None and usable(value):
+            when_answered(self._hit)
+            return value
+        when_answered(self._miss)
+        return None
 
     def get(self, key: _Key) -> _Value | None:
         value = self._entries.get(key)

@@ -1,7 +1,7 @@
 """What one request is, for its log lines and audit events: a request id (the client's `X-Request-ID` when it is a
 sane one, otherwise a new one), returned on every HTTP answer, and the principal and credential once the request
 has authenticated. One mutable record per request in a context variable: every task and thread serving the
-request (Django runs its view in a task and a thread of its own) sees what any of them learns. Each HTTP request also gets one access line on the `chittyauth.access` logger (path only: a query string
+request (Django runs its view in a task and a thread of its own) sees what any of them learns. Each HTTP request is timed for the metrics and gets one access line on the `chittyauth.access` logger (path only: a query string
 may carry a secret), so daphne's own plain-text access log can be switched off (`daphne -v 0`)."""
 
 import logging
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+
+from kernel.metrics import HTTP_REQUEST_DURATION
 
 access_log = logging.getLogger("chittyauth.access")
 
@@ -82,9 +84,22 @@ def with_request_id(app: Asgi) -> Asgi:
         try:
             return await app(scope, receive, send_with_id)
         finally:
-            _log_access(scope, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            HTTP_REQUEST_DURATION.labels(front_door(scope.get("path", ""))).observe(seconds)
+            _log_access(scope, status, seconds)
 
     return application
+
+
+def front_door(path: str) -> str:
+    """Which interface an HTTP request came in by, for the metrics: a few fixed names, never the path."""
+    if path.startswith("/api/"):
+        return "rest"
+    if path == "/mcp" or path.startswith("/mcp/"):
+        return "mcp_http"
+    if path.startswith("/admin/"):
+        return "admin"
+    return "other"
 
 
 def _log_access(scope: Scope, status: int, seconds: float) -> None:

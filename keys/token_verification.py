@@ -32,6 +32,7 @@ from kernel.invalidation import (
     token_topic,
 )
 from kernel.memory_only import needs_read
+from kernel.metrics import CREDENTIAL_VERIFICATIONS, counted_when_answered
 from keys.jwt_decoder import DECODER
 from keys.models import RevokedToken
 from keys.signing_keys import (
@@ -147,9 +148,11 @@ class _Cached:
         return is_fresh(self.stamp, self.topics)
 
 
-_valid_tokens: BoundedCache[bytes, _Cached] = BoundedCache()  # by SHA-256, never the token itself
-_principals: BoundedCache[str, _Cached] = BoundedCache()
-_revoked: BoundedCache[str, _Cached] = BoundedCache()  # per jti, when the whole set is too big to hold
+_valid_tokens: BoundedCache[bytes, _Cached] = BoundedCache("jwts")  # by SHA-256, never the token itself
+_principals: BoundedCache[str, _Cached] = BoundedCache("jwt_principals")
+_revoked: BoundedCache[str, _Cached] = BoundedCache(
+    "revoked_jtis"
+)  # per jti, when the whole set is too big to hold
 _revoked_set: list[_Cached] = []  # one entry at most: every live revoked jti, or None when too many
 
 
@@ -179,8 +182,8 @@ def _is_revoked(jti: str) -> bool:
         _revoked_set[:] = [loaded] if stamp is not None else []
     if loaded.value is not None:
         return jti in loaded.value
-    known = _revoked.get(jti)
-    if known is None or not known.is_fresh():
+    known = _revoked.lookup(jti, _Cached.is_fresh)
+    if known is None:
         needs_read("revoked token lookup")
         known = _Cached(RevokedToken.objects.filter(jti=jti).exists(), current_stamp(), (token_topic(jti),))
         if known.stamp is not None:
@@ -189,8 +192,8 @@ def _is_revoked(jti: str) -> bool:
 
 
 def _principal(chitty_id: str) -> Identity | None:
-    known = _principals.get(chitty_id)
-    if known is None or not known.is_fresh():
+    known = _principals.lookup(chitty_id, _Cached.is_fresh)
+    if known is None:
         needs_read("principal lookup")
         stamp = current_stamp()
         known = _Cached(
@@ -201,12 +204,22 @@ def _principal(chitty_id: str) -> Identity | None:
     return known.value
 
 
+def _unexpired_and_fresh(hit: _Cached) -> bool:
+    return hit.value[0] > time.time() - leeway_seconds() and hit.is_fresh()
+
+
 def verify_jwt(token: str) -> TokenVerification:
     """Check a bearer token completely. Hot path: no caller, no audit, no query while nothing it depends on
-    changed."""
+    changed. Counted in the metrics by its code."""
+    verification = _verify(token)
+    counted_when_answered(CREDENTIAL_VERIFICATIONS, "jwt", verification.code)
+    return verification
+
+
+def _verify(token: str) -> TokenVerification:
     fingerprint = _fingerprint(token)
-    hit = _valid_tokens.get(fingerprint) if fingerprint else None
-    if hit is not None and hit.value[0] > time.time() - leeway_seconds() and hit.is_fresh():
+    hit = _valid_tokens.lookup(fingerprint, _unexpired_and_fresh) if fingerprint else None
+    if hit is not None:
         return hit.value[1]
     stamp = current_stamp()
     try:

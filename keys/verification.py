@@ -19,6 +19,7 @@ from identities.models import Identity
 from kernel.bounded_cache import BoundedCache
 from kernel.invalidation import current_stamp, is_fresh, key_topic, principal_topic
 from kernel.memory_only import needs_read
+from kernel.metrics import CREDENTIAL_VERIFICATIONS, counted_when_answered
 from keys.key_format import (
     InvalidApiKey,
     hash_api_key,
@@ -78,7 +79,7 @@ class _KeySnapshot:
     answer_if_live: KeyVerification
 
 
-_cache: BoundedCache[str, _KeySnapshot] = BoundedCache()
+_cache: BoundedCache[str, _KeySnapshot] = BoundedCache("api_keys")
 
 # The cold lookup reads only what a snapshot needs from the key row, plus the whole identity row: the identity
 # goes into the Caller, where a deferred field would cost a query later.
@@ -169,9 +170,13 @@ def _valid_until(expires_at: datetime | None, revoked_at: datetime | None) -> da
     return revoked_at if expires_at is None else min(expires_at, revoked_at)
 
 
+def _is_current(snapshot: _KeySnapshot) -> bool:
+    return is_fresh(snapshot.stamp, snapshot.topics)
+
+
 def _cached_snapshot(secret_hash: str) -> _KeySnapshot | None:
-    snapshot = _cache.get(secret_hash)
-    if snapshot is not None and is_fresh(snapshot.stamp, snapshot.topics):
+    snapshot = _cache.lookup(secret_hash, _is_current)
+    if snapshot is not None:
         return snapshot
     needs_read("API key lookup")
     snapshot = _snapshot(secret_hash, current_stamp())
@@ -195,6 +200,13 @@ def _judge(snapshot: _KeySnapshot, now: datetime) -> KeyVerification:
 
 
 def evaluate_api_key(raw: object, now: datetime) -> KeyVerification:
+    """The answer about `raw` at `now`, counted in the metrics by its code."""
+    verification = _evaluate(raw, now)
+    counted_when_answered(CREDENTIAL_VERIFICATIONS, "api_key", verification.code)
+    return verification
+
+
+def _evaluate(raw: object, now: datetime) -> KeyVerification:
     try:
         parsed = parse_api_key(raw)
     except InvalidApiKey as exc:

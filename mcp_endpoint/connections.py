@@ -48,7 +48,10 @@ class SessionEnded(ServiceError):
 
 
 class CallerSource(Protocol):
-    """Where a tool call gets its `Caller` from; `caller()` runs in a worker thread and may refuse."""
+    """Where a tool call gets its `Caller` from; `caller()` runs in a worker thread and may refuse. `transport`
+    is the session channel the calls came in by."""
+
+    transport: str
 
     def caller(self) -> Caller: ...
 
@@ -58,6 +61,7 @@ class FixedCaller:
     """A caller already authenticated for this one request (Streamable HTTP authenticates every request)."""
 
     authenticated: Caller
+    transport: str = AuthSession.Channel.MCP_HTTP
 
     def caller(self) -> Caller:
         return self.authenticated
@@ -149,7 +153,9 @@ class LiveConnection:
         *,
         client_address: str | None,
         user_agent: str,
+        transport: str,
     ) -> None:
+        self.transport = transport
         self._credential = credential
         self._client_address = client_address
         self._user_agent = user_agent
@@ -163,7 +169,14 @@ class LiveConnection:
         """Authenticate (refusals are audited by `authenticate_bearer`) and open the connection's session."""
         caller = authenticate_bearer(credential, client_address=client_address, user_agent=user_agent)
         session = ConnectionSession.open(caller, channel)
-        return cls(credential, caller, session, client_address=client_address, user_agent=user_agent)
+        return cls(
+            credential,
+            caller,
+            session,
+            client_address=client_address,
+            user_agent=user_agent,
+            transport=channel,
+        )
 
     @property
     def session_id(self) -> str:

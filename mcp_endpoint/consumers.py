@@ -40,6 +40,7 @@ from pydantic_core import PydanticSerializationError
 from kernel.errors import ServiceError
 from kernel.graceful_shutdown import before_server_shutdown
 from kernel.memory_only import NeedsIO, answering_from_memory
+from kernel.metrics import WEBSOCKET_CONNECTIONS
 from keys.credentials import CredentialRejected
 from mcp_endpoint.connections import LiveConnection, SessionEnded
 from mcp_endpoint.server import current_caller_source, jsonrpc_error, mcp_server, not_a_message, run_in_worker
@@ -118,10 +119,14 @@ class OpenSockets:
         if not self._hooked:
             before_server_shutdown(self.shut_down)
             self._hooked = True
-        self._sockets.add(socket)
+        if socket not in self._sockets:
+            self._sockets.add(socket)
+            WEBSOCKET_CONNECTIONS.inc()
 
     def discard(self, socket: "McpWebSocketConsumer") -> None:
-        self._sockets.discard(socket)
+        if socket in self._sockets:
+            self._sockets.discard(socket)
+            WEBSOCKET_CONNECTIONS.dec()
 
     async def shut_down(self) -> None:
         if self._sockets:

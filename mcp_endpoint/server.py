@@ -18,6 +18,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from contextvars import ContextVar
@@ -32,6 +33,7 @@ from mcp.shared.exceptions import MCPError
 
 from kernel.errors import ServiceError
 from kernel.memory_only import NeedsIO, answering_from_memory
+from kernel.metrics import MCP_TOOL_CALL_DURATION, MCP_TOOL_CALLS
 from mcp_endpoint import tools
 from mcp_endpoint.connections import CallerSource
 
@@ -179,10 +181,18 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     source = current_caller_source.get(None)
     if source is None:
         raise MCPError(code=types.INTERNAL_ERROR, message="This connection has no authenticated caller")
+    started = time.perf_counter()
     outcome = answer_from_memory(source, params.name, params.arguments)
     if outcome is None:
         outcome = await run_in_worker(_run_tool, source, params.name, params.arguments)
+    count_tool_call(source, params.name, outcome, started)
     return tool_result(outcome)
+
+
+def count_tool_call(source: CallerSource, name: str, outcome: tools.ToolOutcome, started: float) -> None:
+    """Count a finished call of a known tool, begun at `started` (`time.perf_counter()`), in the metrics."""
+    MCP_TOOL_CALLS.labels(source.transport, name, "error" if outcome.is_error else "ok").inc()
+    MCP_TOOL_CALL_DURATION.labels(source.transport).observe(time.perf_counter() - started)
 
 
 def tool_result(outcome: tools.ToolOutcome) -> types.CallToolResult:

@@ -19,6 +19,7 @@ Anything else goes to the SDK unchanged, and so does everything this module cann
 """
 
 import logging
+import time
 from typing import Any
 
 import mcp_types as types
@@ -29,7 +30,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from pydantic import ValidationError
 
 from mcp_endpoint.connections import CallerSource
-from mcp_endpoint.server import answer_from_memory, jsonrpc_error, tool_result
+from mcp_endpoint.server import answer_from_memory, count_tool_call, jsonrpc_error, tool_result
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +83,11 @@ class WarmCalls:
             call = self._params_type.model_validate(params, by_name=False)
         except (ValidationError, KeyError, ValueError):  # the SDK words the refusal
             return None
+        started = time.perf_counter()
         outcome = answer_from_memory(source, call.name, call.arguments)
         if outcome is None:
             return None
+        count_tool_call(source, call.name, outcome, started)
         return self._response(
             message.id, tool_result(outcome).model_dump(by_alias=True, mode="json", exclude_none=True)
         )

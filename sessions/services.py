@@ -6,6 +6,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -112,7 +113,7 @@ class _KnownSession:
     stamp: int | None
 
 
-_rest_sessions: BoundedCache[str, _KnownSession] = BoundedCache()
+_rest_sessions: BoundedCache[str, _KnownSession] = BoundedCache("rest_sessions")
 
 
 def touch_credential_session(caller: Caller, channel: str) -> str:
@@ -120,12 +121,8 @@ def touch_credential_session(caller: Caller, channel: str) -> str:
     of silence. Called on every REST request, so the database is written at most once a minute."""
     now = timezone.now()
     key = f"{channel}:{caller.credential_id}"
-    known = _rest_sessions.get(key)
-    if (
-        known is not None
-        and is_fresh(known.stamp, (session_topic(known.session_id),))
-        and _still_open(known, now)
-    ):
+    known = _rest_sessions.lookup(key, partial(_usable_at, now))
+    if known is not None:
         if now - known.last_seen_written >= LAST_SEEN_WRITE_INTERVAL:
             needs_io("session last seen")
             AuthSession.objects.filter(session_id=known.session_id).update(last_seen_at=now)
@@ -142,6 +139,10 @@ def touch_credential_session(caller: Caller, channel: str) -> str:
             key, _KnownSession(session.session_id, session.last_seen_at, session.expires_at, stamp)
         )
     return session.session_id
+
+
+def _usable_at(now: datetime, known: _KnownSession) -> bool:
+    return is_fresh(known.stamp, (session_topic(known.session_id),)) and _still_open(known, now)
 
 
 def _still_open(known: _KnownSession, now: datetime) -> bool:
@@ -177,6 +178,11 @@ def is_live(session_id: str) -> bool:
         .exclude(expires_at__lte=now)
         .exists()
     )
+
+
+def count_live_sessions() -> int:
+    """Sessions not ended and not past their expiry, across every channel."""
+    return AuthSession.objects.filter(ended_at__isnull=True).exclude(expires_at__lte=timezone.now()).count()
 
 
 def list_sessions(

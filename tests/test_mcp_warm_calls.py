@@ -217,6 +217,8 @@ def test_switched_off_by_setting_or_by_sdk_middleware(cast, settings, switch):
 class BrokenSource:
     """A transport whose caller check fails unexpectedly (say its database is gone)."""
 
+    transport = "mcp-websocket"
+
     def caller(self) -> Caller:
         raise RuntimeError("could not connect: password hunter2 rejected")
 
