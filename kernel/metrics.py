@@ -11,9 +11,6 @@ run again elsewhere (`counted_when_answered`), and nothing may be counted twice.
 
 import atexit
 import os
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -126,16 +123,6 @@ JOB_RUN_DURATION = _series(
 def counted_when_answered(series: Any, *labels: str) -> None:
     """Add one to `series{labels}` now, or once the memory answer this runs in has succeeded."""
     when_answered(series.labels(*labels).inc)
-
-
-@contextmanager
-def timed(histogram: Any) -> Iterator[None]:
-    """Observe how long the block took, whether it returned or raised."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        histogram.observe(time.perf_counter() - started)
 
 
 def forget_this_process_at_exit() -> None:
