@@ -13,6 +13,7 @@ from kernel.callers import Caller
 from keys.services import generate_api_key
 from principals.services import register_identity
 from sessions.models import AuthSession
+from tests.test_rest_api import bearer
 
 pytestmark = pytest.mark.django_db
 
@@ -41,15 +42,9 @@ def key_for(chitty_id: str, *permissions: str) -> str:
     return generate_api_key(SYSTEM, chitty_id=chitty_id, name="metrics test").secret
 
 
-def client_for(key: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    return client
-
-
 @pytest.fixture
 def scraper() -> APIClient:
-    return client_for(key_for(SCRAPER, "metrics:read"))
+    return bearer(key_for(SCRAPER, "metrics:read"))
 
 
 def scrape(client: APIClient) -> dict:
@@ -64,7 +59,7 @@ def test_scraping_needs_a_bearer_holding_metrics_read():
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["code"] == "UNAUTHENTICATED"
 
-    refused = client_for(key_for(USER, "audit:read")).get("/metrics")
+    refused = bearer(key_for(USER, "audit:read")).get("/metrics")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "PERMISSION_DENIED"
     assert "metrics:read" in refused.json()["error"]["message"]
@@ -87,7 +82,7 @@ def test_with_metrics_off_there_is_no_endpoint(scraper, settings):
 
 def test_verifications_and_permission_checks_count_exactly_the_traffic(scraper):
     user_key = key_for(USER, "api_keys:validate", "permissions:check")
-    user = client_for(user_key)
+    user = bearer(user_key)
     before = scrape(scraper)
 
     for _ in range(3):

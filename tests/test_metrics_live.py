@@ -13,12 +13,12 @@ import uuid
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.mcp_live import ADMIN, PYTHON, REPO_ROOT, base_env, daphne_server, manage, rest, service_database
 from tests.test_jobs_worker import celery, worker_args
 from tests.test_mcp_http import mcp_client
 from tests.test_mcp_websocket import call, connect, initialized
+from tests.test_metrics import samples, value
 
 BAD_KEY = "chitty_live_" + "A" * 49  # well-formed, wrong checksum: no front door can count it by accident
 WAIT_SECONDS = 60
@@ -42,16 +42,7 @@ def node(tmp_path_factory):
 def scrape(server, key: str) -> dict[tuple[str, tuple], float]:
     request = urllib.request.Request(f"{server.url}/metrics", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback URL we built
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(scraped: dict, name: str, **labels: str) -> float:
-    return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
+        return samples(response.read().decode())
 
 
 def eventually(server, key: str, name: str, expected: float, **labels: str) -> dict:
