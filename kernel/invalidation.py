@@ -198,6 +198,7 @@ class _RedisFeed:
                 _ledger.flush()
                 self.live.set()
                 self.progress += 1
+                self._settle(pubsub)
                 while True:
                     message = pubsub.get_message(timeout=HEARTBEAT_SECONDS)
                     if message is None:
@@ -213,10 +214,25 @@ class _RedisFeed:
                 self.live.clear()
                 time.sleep(RESUBSCRIBE_DELAY_SECONDS)
 
+    def _settle(self, pubsub: redis.client.PubSub) -> None:
+        """Messages published between the subscription and the sequence read are covered by the flush, and
+        would otherwise look like a replay and flush again. Every one of them was published before that read,
+        so it is queued ahead of the answer to a PING sent after it. Their topics still apply: a Redis emptied
+        meanwhile restarts the numbering, and the heartbeat then flushes for the mismatch."""
+        covered_up_to = self.last_sequence
+        pubsub.ping(HEARTBEAT_PING)
+        while (message := pubsub.get_message(timeout=HEARTBEAT_SECONDS * 5)) is not None:
+            if message["type"] == "pong" and message["data"] == HEARTBEAT_PING.encode():
+                return
+            if message["type"] == "message":
+                self._apply(message["data"], covered_up_to)
+                self.progress += 1
+        raise redis.TimeoutError("the subscription did not answer its first heartbeat")
+
     def _sequence_now(self) -> int:
         return int(self._client.get(SEQUENCE_KEY) or 0)
 
-    def _apply(self, data: bytes) -> None:
+    def _apply(self, data: bytes, covered_up_to: int = 0) -> None:
         sequence_text, _, payload = data.partition(b" ")
         parsed = _parsed(payload) if sequence_text.isdigit() else None
         if parsed is None:
@@ -224,14 +240,15 @@ class _RedisFeed:
             _ledger.flush()
             return
         sequence, (signature, topics) = int(sequence_text), parsed
-        if sequence != self.last_sequence + 1:  # a gap, a step back (Redis restarted) or a replay
-            logger.warning(
-                "Invalidation sequence jumped from %d to %d; flushing every cache",
-                self.last_sequence,
-                sequence,
-            )
-            _ledger.flush()
-        self.last_sequence = sequence
+        if sequence > covered_up_to:  # at or below: published before the subscription's flush
+            if sequence != self.last_sequence + 1:  # a gap, a step back (Redis restarted) or a replay
+                logger.warning(
+                    "Invalidation sequence jumped from %d to %d; flushing every cache",
+                    self.last_sequence,
+                    sequence,
+                )
+                _ledger.flush()
+            self.last_sequence = sequence
         if signature != self.signature:
             _ledger.changes(topics)
 

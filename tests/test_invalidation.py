@@ -186,3 +186,43 @@ def test_a_flushed_redis_flushes_everything():
     redis_client().delete(SEQUENCE_KEY)
     invalidate_in_another_process(ELSEWHERE)
     assert wait_until_stale(stamp, (UNRELATED,))
+
+
+@pytest.mark.redis
+def test_subscribing_while_others_publish_flushes_once_and_no_more():
+    """A message published between a new subscription and its sequence read arrives after that read; it is
+    covered by the subscription's own flush and must not flush a second time (that cooled every cache on a
+    node starting, or resubscribing, beside busy ones)."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chittyauth_site.settings"}
+    publisher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup()\n"
+            "from kernel.invalidation import invalidate_now, key_topic\n"
+            "while True: invalidate_now(key_topic('busy'))",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    subscribers = (
+        "import django, logging, time; django.setup()\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "from kernel import invalidation\n"
+        "for _ in range(20):\n"
+        "    feed = invalidation._RedisFeed(invalidation.settings.REDIS_URL)\n"
+        "    assert feed.live.wait(10), 'never subscribed'\n"
+        "    time.sleep(0.05)\n"
+        "    print('subscribed', flush=True)\n"
+    )
+    try:
+        time.sleep(0.5)  # the publisher is under way
+        subscribed = subprocess.run(
+            [sys.executable, "-c", subscribers], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert subscribed.returncode == 0, subscribed.stderr
+    assert subscribed.stdout.count("subscribed") == 20
+    assert "flushing every cache" not in subscribed.stderr, subscribed.stderr
