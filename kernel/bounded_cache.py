@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 
 from django.conf import settings
 
-from kernel.memory_only import when_answered
+from kernel.memory_only import when_answered, when_read
 from kernel.metrics import CACHE_LOOKUPS
 
 _Key = TypeVar("_Key")
@@ -28,12 +28,13 @@ class BoundedCache(Generic[_Key, _Value]):
 
     def lookup(self, key: _Key, usable: Callable[[_Value], bool]) -> _Value | None:
         """The entry for `key` if there is one and `usable` says it still holds (fresh, not expired), counted
-        as a hit; otherwise None, counted as a miss (the caller reads it again)."""
+        as a hit once the answer succeeds; otherwise None, counted as a miss as soon as the caller may read it
+        again (the fill stays even if the answer is then run again elsewhere, and that run hits)."""
         value = self.get(key)
         if value is not None and usable(value):
             when_answered(self._hit)
             return value
-        when_answered(self._miss)
+        when_read(self._miss)
         return None
 
     def get(self, key: _Key) -> _Value | None:

@@ -104,6 +104,17 @@ def when_answered(effect: Callable[[], None]) -> None:
         answer.effects.append(effect)
 
 
+def when_read(effect: Callable[[], None]) -> None:
+    """Run `effect` (memory only) now, where the read it stands for happens now, even should the answer later
+    fail and run again; inside `answering_from_memory()` the read cannot happen, so it waits like
+    `when_answered()`."""
+    answer = _current_answer.get()
+    if answer is None or answer.reads_allowed:
+        effect()
+    else:
+        answer.effects.append(effect)
+
+
 def fixed_for_this_answer(name: str, read: Callable[[], _Value]) -> _Value:
     """`read()` once per memory answer, so its checks agree and the read is paid once; every time outside one."""
     answer = _current_answer.get()

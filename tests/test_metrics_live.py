@@ -129,6 +129,32 @@ def test_every_front_door_and_process_is_counted_once(node):
     assert value(scraped, "chittyauth_cache_lookups_total", cache="api_keys", result="hit") > 0
 
 
+def test_each_cache_lookup_is_counted_once_as_a_hit_or_a_miss(node):
+    """A new key validating itself: its first request misses on the fast path, reads the key in a worker
+    thread, then needs a write (its REST session) and is answered by Django, which finds the key cached. That
+    is one miss, not the hit the fill gives the fallback. Between two scrapes nothing else changes, so every
+    lookup is the new key's or the scraper's bearer."""
+    server, key, _env, _folder = node
+    status, issued = rest(server, "POST", "/api/v1/keys", key, {"chitty_id": ADMIN})
+    assert status == 201, issued
+    new_key = issued["api_key"]
+    before = scrape(server, key)
+    for _ in range(3):
+        status, body = rest(server, "POST", "/api/v1/keys/validate", new_key, {"api_key": new_key})
+        assert (status, body["valid"]) == (200, True)
+    after = scrape(server, key)
+
+    def moved(result: str) -> float:
+        name = "chittyauth_cache_lookups_total"
+        return value(after, name, cache="api_keys", result=result) - value(
+            before, name, cache="api_keys", result=result
+        )
+
+    # The first bearer lookup misses; hits: both lookups (bearer, validated key) of Django's run of the first
+    # request and of the second and third requests, and the second scrape's bearer.
+    assert (moved("miss"), moved("hit")) == (1, 2 + 4 + 1)
+
+
 def test_the_answer_is_prometheus_text_and_refusals_are_json(node):
     server, key, _env, _folder = node
     request = urllib.request.Request(f"{server.url}/metrics", headers={"Accept": "text/plain"})  # noqa: S310
