@@ -91,10 +91,19 @@ def env_url(
     return value
 
 
-def env_directory(name: str) -> str:
-    """An existing directory this process can write to, or "" when unset."""
-    value = os.environ.get(name, "").strip()
-    if value and not (os.path.isdir(value) and os.access(value, os.W_OK | os.X_OK)):
+def prometheus_multiprocess_dir() -> str:
+    """`PROMETHEUS_MULTIPROC_DIR`, or "" when unset. prometheus-client enters multiprocess mode when the variable
+    is merely present (blank too, and under its lower-case legacy name), writing into whatever directory the
+    process runs in, so those are refused; a relative path would differ between processes started elsewhere."""
+    name = "PROMETHEUS_MULTIPROC_DIR"
+    if "prometheus_multiproc_dir" in os.environ:
+        raise ImproperlyConfigured(f"prometheus_multiproc_dir is the deprecated name; set {name} instead")
+    if name not in os.environ:
+        return ""
+    value = os.environ[name]
+    if not os.path.isabs(value):
+        raise ImproperlyConfigured(f"{name} must be an absolute path (unset it to count per process)")
+    if not (os.path.isdir(value) and os.access(value, os.W_OK | os.X_OK)):
         raise ImproperlyConfigured(f"{name} must name an existing directory this process can write to")
     return value
 

@@ -16,11 +16,11 @@ from chittyauth_site.configuration import (
     check_fernet_keys,
     env_bool,
     env_choice,
-    env_directory,
     env_float,
     env_int,
     env_list,
     env_url,
+    prometheus_multiprocess_dir,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -340,7 +340,7 @@ LOGGING = {
 METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
 # Where every process (daphne, mcp_stdio, Celery workers) writes its values for /metrics to add up; empty, each
 # process counts for itself. It must exist and be emptied before the processes start (`./dev run` does both).
-METRICS_MULTIPROCESS_DIR = env_directory("PROMETHEUS_MULTIPROC_DIR")
+METRICS_MULTIPROCESS_DIR = prometheus_multiprocess_dir()
 
 # Scheduled jobs
 # Keys, grants and sessions that expired, were revoked or ended longer ago than this are deleted.

@@ -49,7 +49,12 @@ def test_dev_run_serves_until_sigterm_then_exits_cleanly_with_its_children(tmp_p
     log = tmp_path / "dev-run.log"
     inherited = {"DATABASE_URL", "REDIS_URL", "CHITTYID_ENDPOINT", "ENVIRONMENT", "DEBUG", "HOST", "PORT"}
     env = {k: v for k, v in os.environ.items() if k not in inherited}
-    env.update(PORT=str(port), CHITTYAUTH_VAR_DIR=str(tmp_path))
+    # Blank counts as unset: the metrics go to var/metrics, where only prometheus-client's files are emptied.
+    env.update(PORT=str(port), CHITTYAUTH_VAR_DIR=str(tmp_path), PROMETHEUS_MULTIPROC_DIR="")
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "counter_1.db").write_bytes(b"a stopped process's counts")
+    (metrics / "someone-elses.db").write_bytes(b"not ours to delete")
 
     with log.open("w") as output:
         process = subprocess.Popen(
@@ -64,6 +69,8 @@ def test_dev_run_serves_until_sigterm_then_exits_cleanly_with_its_children(tmp_p
         readiness = wait_until_ready(f"http://127.0.0.1:{port}/readyz", process, log)
         assert readiness["status"] == "ok"
         assert (tmp_path / "chittyauth.sqlite3").exists()
+        assert not (metrics / "counter_1.db").exists()
+        assert (metrics / "someone-elses.db").exists()
         children = processes_in_session(process.pid)
         assert any("daphne" in line for line in children), children
         assert any("celery" in line for line in children), children

@@ -186,6 +186,14 @@ def test_an_unknown_environment_refuses_to_start_instead_of_running_as_developme
             "API_KEY_ROTATION_OVERLAP_SECONDS must be from 0 to 604800",
         ),
         ("API_KEY_USAGE_WRITE_SECONDS", "-1", "API_KEY_USAGE_WRITE_SECONDS must be from 0 up"),
+        ("PROMETHEUS_MULTIPROC_DIR", "", "PROMETHEUS_MULTIPROC_DIR must be an absolute path"),
+        ("PROMETHEUS_MULTIPROC_DIR", "var", "PROMETHEUS_MULTIPROC_DIR must be an absolute path"),
+        (
+            "PROMETHEUS_MULTIPROC_DIR",
+            "/nonexistent",
+            "PROMETHEUS_MULTIPROC_DIR must name an existing directory",
+        ),
+        ("prometheus_multiproc_dir", "/srv/metrics", "set PROMETHEUS_MULTIPROC_DIR instead"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, variable, value, named):
