@@ -10,13 +10,17 @@ run again elsewhere (`counted_when_answered`), and nothing may be counted twice.
 """
 
 import atexit
+import logging
 import os
+import threading
 from typing import Any
 
 from django.conf import settings
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
 from kernel.memory_only import when_answered
+
+logger = logging.getLogger(__name__)
 
 # From half a millisecond (a warm validation) to ten seconds (a slow authority, a long job).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -42,10 +46,59 @@ class _Off:
 _OFF = _Off()
 
 
+class _Guarded:
+    """A series whose writes never fail the work they count. In multiprocess mode a write can open a file (the
+    first value of a kind in a process, or after a fork), and that fails once the directory is gone or
+    unwritable: the count is lost and logged, the request it counts goes on."""
+
+    __slots__ = ("_series",)
+
+    def __init__(self, series: Any) -> None:
+        self._series = series
+
+    def labels(self, *labels: str) -> "_Guarded | _Off":
+        try:
+            return _Guarded(self._series.labels(*labels))
+        except OSError:
+            _lost()
+            return _OFF
+
+    def inc(self, amount: float = 1) -> None:
+        try:
+            self._series.inc(amount)
+        except OSError:
+            _lost()
+
+    def dec(self, amount: float = 1) -> None:
+        try:
+            self._series.dec(amount)
+        except OSError:
+            _lost()
+
+    def observe(self, amount: float) -> None:
+        try:
+            self._series.observe(amount)
+        except OSError:
+            _lost()
+
+
+_reported_loss = threading.Event()
+
+
+def _lost() -> None:
+    """Said once per process: the cause (a missing directory) would otherwise repeat on every request."""
+    if not _reported_loss.is_set():
+        _reported_loss.set()
+        logger.warning(
+            "A metric could not be written to PROMETHEUS_MULTIPROC_DIR; counts are being lost (said once)",
+            exc_info=True,
+        )
+
+
 def _series(kind: type, name: str, documentation: str, labels: tuple[str, ...] = (), **options: Any) -> Any:
     if not settings.METRICS_ENABLED:
         return _OFF
-    return kind(name, documentation, labels, **options)
+    return _Guarded(kind(name, documentation, labels, **options))
 
 
 CREDENTIAL_VERIFICATIONS = _series(

@@ -85,8 +85,8 @@ def with_request_id(app: Asgi) -> Asgi:
             return await app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            HTTP_REQUEST_DURATION.labels(front_door(scope.get("path", ""))).observe(seconds)
             _log_access(scope, status, seconds)
+            HTTP_REQUEST_DURATION.labels(front_door(scope.get("path", ""))).observe(seconds)
 
     return application
 

@@ -9,6 +9,7 @@ database created for the test and dropped after it.
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -384,3 +385,25 @@ def test_the_commands_exit_codes(database_url, tmp_path):
     assert query(database_url, "SELECT status FROM identities_identity WHERE source = 'remote'") == [
         ("active",)
     ]
+
+
+def test_a_metric_that_cannot_be_written_loses_its_count_not_the_work(database_url, tmp_path):
+    """A prefork worker's child opens its own metrics files at its first count: with the directory gone by
+    then (removed by a clean-up of the disk, say), the job still runs and the loss is logged once."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    env = process_env(database_url, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics))
+    sender = process_env(database_url, tmp_path)
+    run_here(sender, "seed_cleanup_work")
+    queue = f"metrics-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+    prefork = [*worker_args(queue)]
+    prefork[prefork.index("solo")] = "prefork"
+    with celery(env, log, *prefork, "--concurrency", "1") as worker:
+        wait_until(lambda: " ready." in log.read_text(), [worker], [log])
+        shutil.rmtree(metrics)
+        run_here(sender, "send_cleanup", queue)
+        wait_until(lambda: cleanup_ran(database_url), [worker], [log])
+    output = log.read_text()
+    assert output.count("counts are being lost (said once)") == 1, output
+    assert "succeeded" in output, output
