@@ -115,6 +115,8 @@ def _verify_remotely(chitty_id: str) -> AuthorityAnswer:
             if response.status_code >= 500:
                 failure, outcome = f"answered HTTP {response.status_code}", "server_error"
                 continue
+            if response.is_client_error and response.status_code != 404:
+                outcome = "client_error"  # our configuration (the bearer, the URL), not the ID
             answer = _interpret(response)
             outcome = answer.verdict.lower()
             return answer

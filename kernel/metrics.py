@@ -149,7 +149,7 @@ AUTHORITY_CALLS = _series(
     Counter,
     "chittyauth_authority_calls",
     "Calls to the ChittyID authority, one per attempt, by outcome (valid, not_found, rejected, "
-    "unusable_answer, server_error, timeout, connect_error).",
+    "unusable_answer, client_error, server_error, timeout, connect_error).",
     ("outcome",),
 )
 AUTHORITY_CALL_DURATION = _series(

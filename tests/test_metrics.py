@@ -8,11 +8,14 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditChainHead
 from grants.services import grant_permission
+from identities.authority import Verdict, verify_chitty_id
 from jobs.services import run_cleanup
 from kernel.callers import Caller
+from kernel.errors import AuthorityUnavailable
 from keys.services import generate_api_key
 from principals.services import register_identity
 from sessions.models import AuthSession
+from tests.conftest import free_port
 from tests.test_rest_api import bearer
 
 pytestmark = pytest.mark.django_db
@@ -121,24 +124,48 @@ def test_verifications_and_permission_checks_count_exactly_the_traffic(scraper):
     assert value(after, "chittyauth_audit_chain_length") == AuditChainHead.objects.get().sequence
 
 
-def test_authority_calls_are_counted_by_outcome(scraper, chittyid_authority):
-    chittyid_authority.behaviours.update({"CHITTY-PEO-VOUCHED-1": "valid", "CHITTY-PEO-FAILING-1": "500"})
+def test_authority_calls_are_counted_by_outcome(scraper, chittyid_authority, settings):
+    chittyid_authority.slow_seconds = 1.0  # past CHITTYID_TIMEOUT_SECONDS
+    answers = {"valid": "valid", "invalid": "rejected", "404": "not_found", "garbage": "unusable_answer"}
+    answers |= {"500": "server_error", "slow": "timeout"}
+    for behaviour in answers:
+        chittyid_authority.behaviours[f"CHITTY-PEO-{behaviour.upper()}-1"] = behaviour
     before = scrape(scraper)
 
-    register_identity(SYSTEM, "CHITTY-PEO-VOUCHED-1")
+    register_identity(SYSTEM, "CHITTY-PEO-VALID-1")
     with pytest.raises(Exception, match="unavailable"):
-        register_identity(SYSTEM, "CHITTY-PEO-FAILING-1")
+        register_identity(SYSTEM, "CHITTY-PEO-500-1")
+    assert verify_chitty_id("CHITTY-PEO-INVALID-1", bypass_cache=True).verdict == Verdict.REJECTED
+    assert verify_chitty_id("CHITTY-PEO-404-1", bypass_cache=True).verdict == Verdict.NOT_FOUND
+    for failing in ("CHITTY-PEO-GARBAGE-1", "CHITTY-PEO-SLOW-1"):
+        with pytest.raises(AuthorityUnavailable):
+            verify_chitty_id(failing, bypass_cache=True)
+    settings.CHITTYID_API_KEY = "not-the-authoritys-key"  # answered 401
+    with pytest.raises(AuthorityUnavailable):
+        verify_chitty_id("CHITTY-PEO-VALID-1", bypass_cache=True)
+    settings.CHITTYID_ENDPOINT = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(AuthorityUnavailable):
+        verify_chitty_id("CHITTY-PEO-VALID-1", bypass_cache=True)
 
     after = scrape(scraper)
     calls = {
         outcome: value(after, "chittyauth_authority_calls_total", outcome=outcome)
         - value(before, "chittyauth_authority_calls_total", outcome=outcome)
-        for outcome in ("valid", "server_error")
+        for outcome in [*answers.values(), "client_error", "connect_error"]
     }
-    assert calls == {"valid": 1, "server_error": 2}  # CHITTYID_RETRIES=1: two attempts
-    assert len(chittyid_authority.requests) == 3
+    # CHITTYID_RETRIES=1: what may pass with time (a 5xx, a timeout, no connection) is tried twice.
+    assert calls == {
+        "valid": 1,
+        "rejected": 1,
+        "not_found": 1,
+        "unusable_answer": 1,
+        "server_error": 2,
+        "timeout": 2,
+        "client_error": 1,
+        "connect_error": 2,
+    }
     duration = "chittyauth_authority_call_duration_seconds_count"
-    assert value(after, duration) - value(before, duration) == 3
+    assert value(after, duration) - value(before, duration) == sum(calls.values())
 
 
 def test_job_runs_are_counted_with_their_duration(scraper):
