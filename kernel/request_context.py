@@ -86,7 +86,9 @@ def with_request_id(app: Asgi) -> Asgi:
         finally:
             seconds = time.perf_counter() - started
             _log_access(scope, status, seconds)
-            HTTP_REQUEST_DURATION.labels(front_door(scope.get("path", ""))).observe(seconds)
+            door = front_door(scope.get("path", ""))
+            if not (door == "mcp_http" and scope.get("method") == "GET"):  # a GET there is an event stream
+                HTTP_REQUEST_DURATION.labels(door).observe(seconds)
 
     return application
 

@@ -92,6 +92,12 @@ def test_every_front_door_and_process_is_counted_once(node):
 
     asyncio.run(over_websocket())
     asyncio.run(over_streamable_http())
+    listen = urllib.request.Request(  # noqa: S310 - loopback URL we built
+        f"{server.url}/mcp", headers={"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as no_session:  # a stream needs an initialized session
+        urllib.request.urlopen(listen, timeout=30)  # noqa: S310
+    assert no_session.value.code == 400
     asyncio.run(over_stdio())
 
     queue = f"metrics-{uuid.uuid4().hex[:8]}"
@@ -124,7 +130,17 @@ def test_every_front_door_and_process_is_counted_once(node):
     for transport, calls in (("mcp-websocket", 3), ("mcp-http", 3), ("mcp-stdio", 2)):
         assert value(scraped, "chittyauth_mcp_tool_call_duration_seconds_count", transport=transport) == calls
     assert value(scraped, "chittyauth_http_request_duration_seconds_count", front_door="rest") == 3 + 4
-    assert value(scraped, "chittyauth_http_request_duration_seconds_count", front_door="mcp_http") >= 3
+    mcp_requests = sum(  # what the SDK client sent to /mcp, by the access log; not its GET event stream
+        1
+        for line in server.output().splitlines()
+        if " /mcp " in line and "chittyauth.access" in line and " GET " not in line
+    )
+    assert mcp_requests >= 3 + 2  # initialize, initialized, three calls
+    assert any(" GET /mcp " in line for line in server.output().splitlines())
+    assert (
+        value(scraped, "chittyauth_http_request_duration_seconds_count", front_door="mcp_http")
+        == mcp_requests
+    )
     assert value(scraped, "chittyauth_job_run_duration_seconds_count", job="cleanup") == 1
     assert value(scraped, "chittyauth_cache_lookups_total", cache="api_keys", result="hit") > 0
 
