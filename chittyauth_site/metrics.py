@@ -6,9 +6,11 @@ belong to the whole service rather than a process (live sessions, the audit chai
 at each scrape, so every node reports the same.
 """
 
+import logging
 from collections.abc import Iterator
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -24,24 +26,41 @@ from audit.selectors import chain_length, last_checkpoint_sequence
 from grants.checks import authorize
 from sessions.services import count_live_sessions
 
+logger = logging.getLogger(__name__)
+
 
 class ServiceStateCollector:
-    """The service-wide gauges, read from the database when scraped."""
+    """The service-wide gauges, read from the database when scraped. With the database down a scrape still
+    answers with every process's series: these are left out and `chittyauth_database_readable` says why."""
 
     def collect(self) -> Iterator[Metric]:
+        try:
+            state = [
+                GaugeMetricFamily(
+                    "chittyauth_sessions_live",
+                    "Sessions not ended and not expired.",
+                    value=count_live_sessions(),
+                ),
+                GaugeMetricFamily(
+                    "chittyauth_audit_chain_length",
+                    "Events in the audit chain (its head's sequence).",
+                    value=chain_length(),
+                ),
+                GaugeMetricFamily(
+                    "chittyauth_audit_last_checkpoint_sequence",
+                    "The audit sequence the newest signed checkpoint covers.",
+                    value=last_checkpoint_sequence(),
+                ),
+            ]
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("Metrics scrape without the database's figures: %s", type(exc).__name__)
+            state = []
         yield GaugeMetricFamily(
-            "chittyauth_sessions_live", "Sessions not ended and not expired.", value=count_live_sessions()
+            "chittyauth_database_readable",
+            "1 when this scrape read the service-wide figures from the database, 0 when it could not.",
+            value=1 if state else 0,
         )
-        yield GaugeMetricFamily(
-            "chittyauth_audit_chain_length",
-            "Events in the audit chain (its head's sequence).",
-            value=chain_length(),
-        )
-        yield GaugeMetricFamily(
-            "chittyauth_audit_last_checkpoint_sequence",
-            "The audit sequence the newest signed checkpoint covers.",
-            value=last_checkpoint_sequence(),
-        )
+        yield from state
 
 
 def scrape_registry() -> CollectorRegistry:

@@ -3,6 +3,7 @@ and the HTTP status REST renders it with. MCP renders the same code and message 
 
 import logging
 
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -79,6 +80,10 @@ def rest_exception_handler(exc: Exception, context: dict):
         return Response(error_body(exc.code, exc.message, **exc.extra), status=exc.http_status)
     if isinstance(exc, Http404):
         return Response(error_body("NOT_FOUND", "Not found"), status=404)
+    if isinstance(exc, OperationalError | InterfaceError):  # the database is down or unreachable, not a bug
+        logger.warning("Database unavailable in %s: %s", context.get("view"), type(exc).__name__)
+        body = error_body("DATABASE_UNAVAILABLE", "The service's database is unavailable; try again shortly.")
+        return Response(body, status=503, headers={"Retry-After": "5"})
     if isinstance(exc, exceptions.ValidationError):
         return Response(
             error_body("INVALID_INPUT", "The request has invalid fields", fields=exc.detail), status=400

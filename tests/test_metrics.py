@@ -2,6 +2,7 @@
 with Prometheus's own text parser. Counters are process-wide, so each test compares two scrapes."""
 
 import pytest
+from django.db import OperationalError, connection
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
@@ -122,6 +123,21 @@ def test_verifications_and_permission_checks_count_exactly_the_traffic(scraper):
         value(after, "chittyauth_sessions_live") == AuthSession.objects.filter(ended_at__isnull=True).count()
     )
     assert value(after, "chittyauth_audit_chain_length") == AuditChainHead.objects.get().sequence
+
+
+def test_with_the_database_down_a_scrape_still_serves_every_process_series(scraper):
+    assert value(scrape(scraper), "chittyauth_database_readable") == 1
+
+    def unreachable(execute, sql, params, many, context):
+        raise OperationalError("could not connect to server: Connection refused")
+
+    with connection.execute_wrapper(unreachable):
+        scraped = scrape(scraper)  # the scraper's bearer is answered from memory
+    assert value(scraped, "chittyauth_database_readable") == 0
+    assert ("chittyauth_sessions_live", ()) not in scraped
+    assert value(
+        scraped, "chittyauth_credential_verifications_total", credential_type="api_key", outcome="VALID"
+    )
 
 
 def test_authority_calls_are_counted_by_outcome(scraper, chittyid_authority, settings):

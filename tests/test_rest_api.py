@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import OperationalError, connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -306,6 +307,20 @@ class TestBadInput:
         assert_error(admin.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
         assert_error(admin.delete("/api/v1/whoami"), 405, "METHOD_NOT_ALLOWED")
         assert_error(admin.post("/api/v1/grants/999999/revoke"), 404, "GRANT_NOT_FOUND")
+
+    def test_a_database_that_cannot_be_reached_is_503_not_500(self, principals):
+        """The database refuses every statement, as a stopped or unreachable server would at the driver."""
+        client = bearer(principals[ADMIN])
+
+        def unreachable(execute, sql, params, many, context):
+            raise OperationalError("could not connect to server: Connection refused")
+
+        with connection.execute_wrapper(unreachable):
+            response = client.get("/api/v1/grants")
+        assert_error(response, 503, "DATABASE_UNAVAILABLE")
+        assert response["Retry-After"] == "5"
+        assert "Connection refused" not in response.content.decode()
+        assert client.get("/api/v1/grants").status_code == 200  # and it recovers with the database
 
 
 class TestIdentitiesAndDocs:
