@@ -55,6 +55,20 @@ class AuthorityUnavailable(ServiceError):
     http_status = 503
 
 
+class DatabaseUnavailable(ServiceError):
+    """The database is down or unreachable: a moment's outage, not a bug, and not worth a traceback."""
+
+    code = "DATABASE_UNAVAILABLE"
+    http_status = 503
+    retry_after_seconds = 5
+
+    def __init__(self) -> None:
+        super().__init__("The service's database is unavailable; try again shortly.")
+
+
+DATABASE_DOWN = (OperationalError, InterfaceError)  # what a driver raises when it cannot reach the server
+
+
 def error_body(code: str, message: str, **extra) -> dict:
     """The one error shape every REST answer uses: {"error": {"code", "message", ...}}."""
     return {"error": {"code": code, "message": message, **extra}}
@@ -76,14 +90,15 @@ def rest_exception_handler(exc: Exception, context: dict):
     """Render every failure in the documented shape; an unexpected bug is logged and answered as a 500
     without a traceback."""
     headers = {}
+    if isinstance(exc, DATABASE_DOWN):
+        logger.warning("Database unavailable in %s: %s", context.get("view"), type(exc).__name__)
+        exc = DatabaseUnavailable()
+        headers["Retry-After"] = str(exc.retry_after_seconds)
     if isinstance(exc, ServiceError):
-        return Response(error_body(exc.code, exc.message, **exc.extra), status=exc.http_status)
+        body = error_body(exc.code, exc.message, **exc.extra)
+        return Response(body, status=exc.http_status, headers=headers)
     if isinstance(exc, Http404):
         return Response(error_body("NOT_FOUND", "Not found"), status=404)
-    if isinstance(exc, OperationalError | InterfaceError):  # the database is down or unreachable, not a bug
-        logger.warning("Database unavailable in %s: %s", context.get("view"), type(exc).__name__)
-        body = error_body("DATABASE_UNAVAILABLE", "The service's database is unavailable; try again shortly.")
-        return Response(body, status=503, headers={"Retry-After": "5"})
     if isinstance(exc, exceptions.ValidationError):
         return Response(
             error_body("INVALID_INPUT", "The request has invalid fields", fields=exc.detail), status=400

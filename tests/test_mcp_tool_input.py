@@ -1,7 +1,9 @@
-"""Bad tool arguments get INVALID_INPUT from the MCP adapter, never an internal error."""
+"""Bad tool arguments get INVALID_INPUT from the MCP adapter, and a database outage DATABASE_UNAVAILABLE, never
+an internal error."""
 
 import fastjsonschema
 import pytest
+from django.db import OperationalError, connection
 from jsonschema import Draft202012Validator
 from mcp.server._otel import OpenTelemetryMiddleware
 
@@ -26,6 +28,22 @@ def test_an_impossible_or_malformed_timestamp_is_invalid_input(make_identity, ex
     outcome = call_tool(caller, "grant_authorization", arguments)
     assert outcome.is_error
     assert outcome.structured["error"]["code"] == "INVALID_INPUT"
+
+
+def test_a_database_that_cannot_be_reached_is_database_unavailable_not_an_internal_error(make_identity):
+    admin = make_identity(ADMIN)
+    caller = Caller(
+        actor=ADMIN, identity=admin, credential_type="api_key", credential_id="key_test", scopes=("*",)
+    )
+
+    def unreachable(execute, sql, params, many, context):
+        raise OperationalError("could not connect to server: Connection refused")
+
+    with connection.execute_wrapper(unreachable):
+        outcome = call_tool(caller, "list_api_keys", {})
+    assert outcome.is_error
+    assert outcome.structured["error"]["code"] == "DATABASE_UNAVAILABLE"
+    assert "Connection refused" not in outcome.text
 
 
 @pytest.mark.parametrize("enabled", [True, False])
