@@ -12,8 +12,9 @@ from django.contrib.admin import ModelAdmin
 from django.db.models import Model
 from django.http import HttpRequest
 
+from audit.models import AuditEvent
 from audit.services import record
-from kernel.admin_confirmation import ran_nothing
+from kernel.admin_confirmation import expect_refusals, ran_nothing
 
 MAX_RECORDED_PKS = 100
 
@@ -36,23 +37,30 @@ def _record_admin_change(
 
 def _audited_action(action, name: str):
     """An admin action that, once it has run (not when it only shows a page asking first, marked with
-    `nothing_ran`), is audited with the objects it ran on."""
+    `nothing_ran`), is audited with the objects it ran on and, apart, those its service refused
+    (`note_refusal`); refused every one, the event is a failure."""
 
     @wraps(action)
     def run(modeladmin: ModelAdmin, request: HttpRequest, queryset):
-        pks = [str(pk) for pk in queryset.values_list("pk", flat=True)[: MAX_RECORDED_PKS + 1]]
+        selected = [str(pk) for pk in queryset.values_list("pk", flat=True)]
+        refusals = expect_refusals(request)
         response = action(modeladmin, request, queryset)
         if not ran_nothing(response):
+            done = [pk for pk in selected if pk not in refusals]
+            refused = [{"object": pk, "code": code} for pk, code in refusals.items()]
             record(
                 "admin.action",
+                outcome=AuditEvent.Outcome.FAILURE if selected and not done else AuditEvent.Outcome.SUCCESS,
                 actor=f"staff:{request.user.get_username()}",
                 target=modeladmin.model._meta.label_lower,
                 client_address=request.META.get("REMOTE_ADDR"),
                 details={
                     "model": modeladmin.model._meta.label_lower,
                     "action": name,
-                    "objects": pks[:MAX_RECORDED_PKS],
-                    "more_objects": len(pks) > MAX_RECORDED_PKS,
+                    "objects": done[:MAX_RECORDED_PKS],
+                    "more_objects": len(done) > MAX_RECORDED_PKS,
+                    "refused": refused[:MAX_RECORDED_PKS],
+                    "more_refused": len(refused) > MAX_RECORDED_PKS,
                 },
             )
         return response

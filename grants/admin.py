@@ -12,7 +12,7 @@ from grants import services
 from grants.models import Grant
 from grants.permissions import KNOWN_PERMISSIONS
 from identities.admin import PrincipalFilter, staff_caller
-from kernel.admin_confirmation import confirmation_page, confirmed
+from kernel.admin_confirmation import confirmation_page, confirmed, note_refusal
 from kernel.errors import ServiceError
 
 
@@ -156,6 +156,7 @@ class GrantAdmin(admin.ModelAdmin):
                 services.revoke_grant(staff_caller(request), grant.pk)
                 done += 1
             except ServiceError as exc:
+                note_refusal(request, grant.pk, exc.code)
                 self.message_user(
                     request, f"Could not revoke grant {grant.pk}: {exc.message}", messages.ERROR
                 )

@@ -12,7 +12,7 @@ from django.utils.http import urlencode
 from identities import staff_links
 from identities.models import Identity, StaffLink
 from identities.selectors import suspension_cascade
-from kernel.admin_confirmation import nothing_ran
+from kernel.admin_confirmation import note_refusal, nothing_ran
 from kernel.callers import Caller
 from kernel.errors import ServiceError
 from principals import services
@@ -236,6 +236,7 @@ class IdentityAdmin(admin.ModelAdmin):
             try:
                 changed = change(staff_caller(request), identity, reason=reason)
             except ServiceError as exc:
+                note_refusal(request, identity.pk, exc.code)
                 self.message_user(request, f"{identity.chitty_id}: {exc.message}", messages.ERROR)
                 continue
             identity.status = changed.status

@@ -1,5 +1,6 @@
 """A confirmation page for admin actions that cannot be undone (revoke, end sessions), shown before they run:
-the action runs only when the form on that page is posted back with `confirm=yes`."""
+the action runs only when the form on that page is posted back with `confirm=yes`; and what an action that ran
+tells the console's audit event about the objects its service refused."""
 
 from django.contrib.admin import ModelAdmin, helpers
 from django.http import HttpRequest
@@ -19,6 +20,23 @@ def nothing_ran(response: TemplateResponse) -> TemplateResponse:
 
 def ran_nothing(response: object) -> bool:
     return getattr(response, "ran_nothing", False)
+
+
+_REFUSALS = "chittyauth_admin_action_refusals"
+
+
+def expect_refusals(request: HttpRequest) -> dict[str, str]:
+    """Start collecting the refusals of the action about to run on `request`: selected pk -> error code."""
+    refusals: dict[str, str] = {}
+    setattr(request, _REFUSALS, refusals)
+    return refusals
+
+
+def note_refusal(request: HttpRequest, pk: object, code: str) -> None:
+    """The service refused the selected object `pk`, so the action's audit event must not count it as done."""
+    refusals = getattr(request, _REFUSALS, None)
+    if refusals is not None:
+        refusals[str(pk)] = code
 
 
 def confirmation_page(

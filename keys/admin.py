@@ -13,7 +13,7 @@ from django.utils import timezone
 from console import display
 from grants.forms import ScopeListField
 from identities.admin import PrincipalFilter, staff_caller
-from kernel.admin_confirmation import confirmation_page, confirmed, nothing_ran
+from kernel.admin_confirmation import confirmation_page, confirmed, note_refusal, nothing_ran
 from kernel.errors import ServiceError
 from keys import services, signing_keys
 from keys.models import ApiKey, RevokedToken, SigningKey
@@ -234,6 +234,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 )
                 done += 1
             except ServiceError as exc:
+                note_refusal(request, key.pk, exc.code)
                 self.message_user(request, f"Could not revoke {key.key_id}: {exc.message}", messages.ERROR)
         self.message_user(request, f"{done} keys revoked.", messages.SUCCESS)
 
@@ -267,6 +268,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                         )
                     )
                 except ServiceError as exc:
+                    note_refusal(request, key.pk, exc.code)
                     refusals.append(f"Could not rotate {key.key_id}: {exc.message} ({exc.code})")
             if issued:
                 for refusal in refusals:

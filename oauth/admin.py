@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from grants.forms import ScopeListField
 from identities.admin import staff_caller
-from kernel.admin_confirmation import confirmation_page, confirmed
+from kernel.admin_confirmation import confirmation_page, confirmed, note_refusal
 from kernel.errors import ServiceError
 from oauth import clients
 from oauth.models import Client
@@ -160,6 +160,7 @@ class ClientAdmin(admin.ModelAdmin):
                 clients.revoke_client(staff_caller(request), client, reason="revoked by staff in the admin")
                 done += 1
             except ServiceError as exc:
+                note_refusal(request, client.pk, exc.code)
                 self.message_user(
                     request, f"Could not revoke {client.client_id}: {exc.message}", messages.ERROR
                 )

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from console import display
 from identities.admin import PrincipalFilter, staff_caller
-from kernel.admin_confirmation import confirmation_page, confirmed
+from kernel.admin_confirmation import confirmation_page, confirmed, note_refusal
 from kernel.errors import ServiceError
 from sessions import services
 from sessions.models import AuthSession
@@ -88,6 +88,7 @@ class AuthSessionAdmin(admin.ModelAdmin):
                 )
                 ended += 1
             except ServiceError as exc:
+                note_refusal(request, session.pk, exc.code)
                 self.message_user(
                     request, f"Could not end {session.session_id}: {exc.message}", messages.ERROR
                 )
@@ -121,5 +122,7 @@ class AuthSessionAdmin(admin.ModelAdmin):
                     staff_caller(request), chitty_id, reason="all sessions ended by staff in the admin"
                 )
             except ServiceError as exc:
+                for pk in queryset.filter(principal__chitty_id=chitty_id).values_list("pk", flat=True):
+                    note_refusal(request, pk, exc.code)
                 self.message_user(request, f"{chitty_id}: {exc.message}", messages.ERROR)
         self.message_user(request, f"{ended} sessions ended.", messages.SUCCESS)

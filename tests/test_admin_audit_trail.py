@@ -231,6 +231,8 @@ def test_disabling_a_schedule_with_an_admin_action_is_audited(console):
         "action": "disable_tasks",
         "objects": [str(task.pk)],
         "more_objects": False,
+        "refused": [],
+        "more_refused": False,
     }
 
 
@@ -268,3 +270,31 @@ def test_a_bulk_rotation_is_audited_once_it_ran_and_not_when_it_only_asked_for_t
     assert ApiKey.objects.filter(rotated_from=key).exists()
     (event,) = events_since(before, "admin.action")
     assert (event.details["action"], event.details["objects"]) == ("rotate_selected", [str(key.pk)])
+
+
+def test_an_action_lists_what_its_service_refused_apart_from_what_it_did(console, make_identity):
+    """A revoked identity cannot be reactivated: the event must not claim it, and refused every one it is a
+    failure."""
+    suspended = make_identity("CHITTY-PEO-SUSPEND-1", status=Identity.Status.SUSPENDED)
+    revoked = make_identity("CHITTY-PEO-REVOKED-1", status=Identity.Status.REVOKED)
+
+    def reactivate(*identities: Identity) -> AuditEvent:
+        before = last_sequence()
+        selection = {"action": "reactivate_selected", "_selected_action": [i.pk for i in identities]}
+        assert console.post("/admin/identities/identity/", selection).status_code == 302
+        (event,) = events_since(before, "admin.action")
+        return event
+
+    event = reactivate(suspended, revoked)
+    assert event.outcome == AuditEvent.Outcome.SUCCESS
+    assert event.details["objects"] == [str(suspended.pk)]
+    assert event.details["refused"] == [{"object": str(revoked.pk), "code": "IDENTITY_REVOKED"}]
+    suspended.refresh_from_db()
+    assert suspended.status == Identity.Status.ACTIVE
+
+    event = reactivate(revoked)
+    assert event.outcome == AuditEvent.Outcome.FAILURE
+    assert (event.details["objects"], event.details["refused"]) == (
+        [],
+        [{"object": str(revoked.pk), "code": "IDENTITY_REVOKED"}],
+    )

@@ -431,9 +431,10 @@ def test_admin_reactivating_a_revoked_identity_reports_the_refusal(admin_client,
     assert "cannot be reactivated" in response.content.decode()
     assert Identity.objects.get(pk=revoked.pk).status == "revoked"
     assert not identity_events().exists()
-    # The console still records that staff ran the action on it.
+    # The console still records that staff ran the action, with the identity as refused, not done.
     ((actor, _target, details),) = console_events("admin.action")
-    assert (actor, details["objects"]) == ("staff:root", [str(revoked.pk)])
+    assert (actor, details["objects"]) == ("staff:root", [])
+    assert details["refused"] == [{"object": str(revoked.pk), "code": "IDENTITY_REVOKED"}]
 
 
 def test_admin_add_registers_through_the_service(admin_client, settings):
