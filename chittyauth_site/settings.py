@@ -146,6 +146,22 @@ except ValueError as exc:  # an unknown scheme; the message names it, never the 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent writers queue instead of failing.
     DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30}
+# Under daphne every request's thread holds a connection of its own, so DB_CONN_MAX_AGE leaks them as threads
+# come and go; a pool (psycopg_pool, through Django) keeps a process's connections at DB_POOL_MAX_SIZE instead.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0, minimum=0, maximum=1000)
+if DB_POOL_MAX_SIZE:
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DB_POOL_MAX_SIZE needs PostgreSQL (a postgres:// DATABASE_URL)")
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        raise ImproperlyConfigured(
+            "DB_POOL_MAX_SIZE and DB_CONN_MAX_AGE exclude each other; unset DB_CONN_MAX_AGE"
+        )
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DB_POOL_MAX_SIZE,
+        # A request waiting longer for a connection is answered 503 DATABASE_UNAVAILABLE.
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
+    }
 
 REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix"))
 if REDIS_URL:

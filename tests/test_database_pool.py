@@ -1,0 +1,76 @@
+"""`DB_POOL_MAX_SIZE`: a live daphne on PostgreSQL keeps its connections within the pool under concurrent
+requests (each request thread would otherwise hold a connection of its own), and answers every request."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.mcp_live import ADMIN, _maintenance_connection, base_env, daphne_server, rest, service_database
+from tests.test_settings import manage as manage_with
+
+POOL = 3
+REQUESTS = 60
+
+
+def connections_to(database: str) -> int:
+    with _maintenance_connection() as connection:
+        ((count,),) = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
+            (database,),
+        ).fetchall()
+    return count
+
+
+@pytest.mark.postgres
+def test_a_pooled_node_holds_at_most_its_pool_of_connections_and_answers_every_request(tmp_path):
+    with service_database(tmp_path) as (database_url, keys):
+        database = urlsplit(database_url).path[1:]
+        env = base_env(database_url, DB_POOL_MAX_SIZE=str(POOL), CHITTYAUTH_VAR_DIR=str(tmp_path))
+        with daphne_server(env, tmp_path) as server:
+            peak, loading = 0, threading.Event()
+            loading.set()
+
+            def watch() -> None:
+                nonlocal peak
+                while loading.is_set():
+                    peak = max(peak, connections_to(database))
+                    time.sleep(0.01)
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                with ThreadPoolExecutor(max_workers=12) as clients:
+                    statuses = list(
+                        clients.map(
+                            lambda _: rest(server, "GET", "/api/v1/grants", keys[ADMIN]["key"])[0],
+                            range(REQUESTS),
+                        )
+                    )
+            finally:
+                loading.clear()
+                watcher.join()
+    assert statuses == [200] * REQUESTS
+    assert 1 <= peak <= POOL
+
+
+@pytest.mark.parametrize(
+    ("configuration", "named"),
+    [
+        ({"DB_POOL_MAX_SIZE": "4"}, "DB_POOL_MAX_SIZE needs PostgreSQL"),
+        (
+            {
+                "DB_POOL_MAX_SIZE": "4",
+                "DB_CONN_MAX_AGE": "60",
+                "DATABASE_URL": "postgres://u@127.0.0.1:5432/x",
+            },
+            "DB_POOL_MAX_SIZE and DB_CONN_MAX_AGE exclude each other",
+        ),
+    ],
+)
+def test_a_pool_is_refused_where_it_cannot_work(tmp_path, configuration, named):
+    result = manage_with(tmp_path, configuration, "check")
+    assert result.returncode != 0
+    assert named in result.stderr
