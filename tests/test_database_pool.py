@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from tests.mcp_live import ADMIN, _maintenance_connection, base_env, daphne_server, rest, service_database
@@ -54,6 +55,44 @@ def test_a_pooled_node_holds_at_most_its_pool_of_connections_and_answers_every_r
                 watcher.join()
     assert statuses == [200] * REQUESTS
     assert 1 <= peak <= POOL
+
+
+@pytest.mark.postgres
+def test_a_request_that_waits_too_long_for_a_pooled_connection_is_503_database_unavailable(tmp_path):
+    """A pool of one, its connection held by a request stuck on a lock: the next request gives up after
+    DB_POOL_TIMEOUT_SECONDS with the documented code, and the stuck one completes once the lock goes."""
+    with service_database(tmp_path) as (database_url, keys):
+        env = base_env(
+            database_url,
+            DB_POOL_MAX_SIZE="1",
+            DB_POOL_TIMEOUT_SECONDS="0.5",
+            CHITTYAUTH_VAR_DIR=str(tmp_path),
+        )
+        admin = keys[ADMIN]["key"]
+        with daphne_server(env, tmp_path) as server:
+            assert rest(server, "GET", "/api/v1/grants", admin)[0] == 200  # the bearer is known
+            database = urlsplit(database_url).path[1:]
+            with psycopg.connect(database_url) as locker:
+                locker.execute("LOCK TABLE grants_grant IN ACCESS EXCLUSIVE MODE")
+                with ThreadPoolExecutor(max_workers=1) as stuck_client:
+                    stuck = stuck_client.submit(rest, server, "GET", "/api/v1/grants", admin)
+                    deadline = time.monotonic() + 10
+                    while not waiting_on_a_lock(database):
+                        assert time.monotonic() < deadline, "the first request never reached the lock"
+                        time.sleep(0.05)
+                    status, body = rest(server, "GET", "/api/v1/grants", admin)
+                    assert (status, body["error"]["code"]) == (503, "DATABASE_UNAVAILABLE")
+                    locker.rollback()
+                    assert stuck.result(timeout=30)[0] == 200
+
+
+def waiting_on_a_lock(database: str) -> bool:
+    with _maintenance_connection() as connection:
+        ((count,),) = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+            (database,),
+        ).fetchall()
+    return count > 0
 
 
 @pytest.mark.parametrize(
