@@ -129,6 +129,20 @@ def _start_run(job: str, caller: Caller) -> JobRun:
 def _finish_run(
     run: JobRun, caller: Caller, *, action: str, outcome: str, counts: dict, message: str, details: dict
 ) -> None:
+    try:
+        _save_finished_run(
+            run, caller, action=action, outcome=outcome, counts=counts, message=message, details=details
+        )
+    except Exception:
+        JOB_RUNS.labels(run.job, "unrecorded").inc()  # the run happened; only its record was lost
+        raise
+    JOB_RUNS.labels(run.job, outcome).inc()
+    JOB_RUN_DURATION.labels(run.job).observe((run.finished_at - run.started_at).total_seconds())
+
+
+def _save_finished_run(
+    run: JobRun, caller: Caller, *, action: str, outcome: str, counts: dict, message: str, details: dict
+) -> None:
     with transaction.atomic():
         run.finished_at = timezone.now()
         run.outcome = outcome
@@ -145,8 +159,6 @@ def _finish_run(
             client_address=caller.client_address,
             details={"run_id": run.pk, **counts, **details, "message": run.message},
         )
-    JOB_RUNS.labels(run.job, outcome).inc()
-    JOB_RUN_DURATION.labels(run.job).observe((run.finished_at - run.started_at).total_seconds())
 
 
 def _record_crash(run: JobRun, caller: Caller, action: str, counts: dict, error: Exception) -> None:

@@ -161,7 +161,8 @@ AUTHORITY_CALL_DURATION = _series(
 JOB_RUNS = _series(
     Counter,
     "chittyauth_job_runs",
-    "Scheduled job runs (cleanup, revalidation), by job and outcome.",
+    "Scheduled job runs (cleanup, revalidation), by job and outcome (success, failure, unrecorded: the "
+    "database refused the run's record).",
     ("job", "outcome"),
 )
 JOB_RUN_DURATION = _series(

@@ -196,3 +196,23 @@ def test_job_runs_are_counted_with_their_duration(scraper):
     )
     duration = "chittyauth_job_run_duration_seconds_count"
     assert value(after, duration, job="cleanup") - value(before, duration, job="cleanup") == 1
+
+
+def test_a_job_run_whose_record_cannot_be_written_is_still_counted(scraper):
+    """The database refuses the run's final write: the run counts once, as unrecorded."""
+
+    def refuse_the_record(execute, sql, params, many, context):
+        if sql.startswith('UPDATE "jobs_jobrun"'):
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    before = scrape(scraper)
+    with connection.execute_wrapper(refuse_the_record), pytest.raises(OperationalError):
+        run_cleanup(SYSTEM)
+    after = scrape(scraper)
+    runs = {
+        outcome: value(after, "chittyauth_job_runs_total", job="cleanup", outcome=outcome)
+        - value(before, "chittyauth_job_runs_total", job="cleanup", outcome=outcome)
+        for outcome in ("success", "failure", "unrecorded")
+    }
+    assert runs == {"success": 0, "failure": 0, "unrecorded": 1}
