@@ -10,9 +10,11 @@ run again elsewhere (`counted_when_answered`), and nothing may be counted twice.
 """
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -180,6 +182,27 @@ def counted_when_answered(series: Any, *labels: str) -> None:
 
 
 def forget_this_process_at_exit() -> None:
-    """Once this process stops, its live gauges (open WebSockets) stop counting; its counters stay, as totals."""
+    """Once this process stops, its live gauges (open WebSockets) stop counting; its counters stay, as totals.
+    A process killed without its exit handlers (SIGKILL, a crash) is forgotten by the next one to start."""
     if settings.METRICS_ENABLED and settings.METRICS_MULTIPROCESS_DIR:
+        _forget_dead_processes(settings.METRICS_MULTIPROCESS_DIR)
         atexit.register(multiprocess.mark_process_dead, os.getpid(), settings.METRICS_MULTIPROCESS_DIR)
+
+
+def _forget_dead_processes(directory: str) -> None:
+    """The directory is one node's (its processes share a PID namespace), so a PID that is gone is dead."""
+    for live_gauge in Path(directory).glob("gauge_live*_*.db"):
+        pid = live_gauge.stem.rpartition("_")[2]
+        if pid.isdigit() and not _is_running(int(pid)):
+            with contextlib.suppress(OSError):  # another process starting beside this one forgot it first
+                multiprocess.mark_process_dead(int(pid), directory)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

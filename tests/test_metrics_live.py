@@ -4,13 +4,17 @@ stdio), then scraped and read with Prometheus's own text parser. Each count is t
 answer on the REST fast path or the WebSocket's event loop, and a cold one that falls back, count alike."""
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
 import uuid
 
 import pytest
+import websockets
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
@@ -183,3 +187,26 @@ def test_the_answer_is_prometheus_text_and_refusals_are_json(node):
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+
+
+def test_a_killed_node_s_open_websockets_stop_counting_when_the_next_one_starts(tmp_path):
+    """SIGKILL runs no exit handler, so the killed daphne's gauge file stays; the next daphne forgets it."""
+    (tmp_path / "metrics").mkdir()
+    with service_database(tmp_path) as (database_url, keys):
+        env = base_env(
+            database_url, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), CHITTYAUTH_VAR_DIR=str(tmp_path)
+        )
+        key = keys[ADMIN]["key"]
+        with daphne_server(env, tmp_path) as killed:
+
+            async def open_then_kill() -> None:
+                async with connect(killed, key) as ws:
+                    await initialized(ws)
+                    assert value(scrape(killed, key), "chittyauth_mcp_websocket_connections") == 1
+                    os.killpg(killed.process.pid, signal.SIGKILL)
+                    killed.process.wait(timeout=30)
+
+            with contextlib.suppress(ConnectionError, websockets.exceptions.ConnectionClosed):
+                asyncio.run(open_then_kill())
+        with daphne_server(env, tmp_path) as next_node:
+            assert value(scrape(next_node, key), "chittyauth_mcp_websocket_connections") == 0
