@@ -9,7 +9,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,24 @@ def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
     if len(sent) == 1 and _ACCEPTED.fullmatch(sent[0]) and not sent[0].startswith(_CREDENTIAL_PREFIXES):
         return sent[0].decode("ascii")
     return secrets.token_hex(16)
+
+
+_PLAIN_MESSAGE_ID = re.compile(r"[A-Za-z0-9._-]{1,40}")
+
+
+def enter_message(message_id: object) -> Token:
+    """Give one message on a long-lived connection (an MCP WebSocket frame) a request id of its own: the
+    connection's, a colon, and the message's JSON-RPC id when that is plain (so a client finds its own call),
+    otherwise a random suffix. Undo with `leave_message` once the frame is handled."""
+    connection = current()
+    text = str(message_id) if isinstance(message_id, int | str) and not isinstance(message_id, bool) else ""
+    suffix = text if _PLAIN_MESSAGE_ID.fullmatch(text) else secrets.token_hex(4)
+    own = RequestContext(f"{connection.request_id}:{suffix}", connection.principal, connection.credential_id)
+    return _current.set(own)
+
+
+def leave_message(token: Token) -> None:
+    _current.reset(token)
 
 
 def current() -> RequestContext:

@@ -17,6 +17,7 @@ are answered here with a JSON-RPC error and the connection stays usable.
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import random
@@ -37,6 +38,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
+from kernel import request_context
 from kernel.errors import ServiceError
 from kernel.graceful_shutdown import before_server_shutdown
 from kernel.memory_only import NeedsIO, answering_from_memory
@@ -137,13 +139,52 @@ class OpenSockets:
 open_sockets = OpenSockets()
 
 
+_Frame = tuple[contextvars.Context, SessionMessage | Exception]
+
+
+class _FramesWithContext:
+    """The SDK server's read stream: each frame with the context it was received in (its own request id, see
+    `request_context.enter_message`), which the SDK runs that frame's handler in (`last_context`)."""
+
+    __slots__ = ("_frames", "last_context")
+
+    def __init__(self, frames: MemoryObjectReceiveStream[_Frame]) -> None:
+        self._frames = frames
+        self.last_context: contextvars.Context | None = None
+
+    async def receive(self) -> SessionMessage | Exception:
+        self.last_context, item = await self._frames.receive()
+        return item
+
+    def __aiter__(self) -> "_FramesWithContext":
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self._frames.close()
+
+    async def aclose(self) -> None:
+        await self._frames.aclose()
+
+    async def __aenter__(self) -> "_FramesWithContext":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
 class McpWebSocketConsumer(AsyncWebsocketConsumer):
     """One MCP connection: frames are checked here, queued to the SDK server task, and answered as it finishes
     them (concurrent requests complete out of order, matched by id)."""
 
     connection: LiveConnection | None = None
     serving: asyncio.Task | None = None
-    inbox: MemoryObjectSendStream[SessionMessage | Exception] | None = None
+    inbox: MemoryObjectSendStream[_Frame] | None = None
     warm_calls: WarmCalls | None = None
     finished = False
 
@@ -168,14 +209,12 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
         await self.accept(subprotocol)
         open_sockets.add(self)
         self.warm_calls = WarmCalls(mcp_server())
-        self.inbox, server_inbox = anyio.create_memory_object_stream[SessionMessage | Exception](INBOX_SIZE)
-        self.serving = asyncio.create_task(self._serve(self.connection, server_inbox))
+        self.inbox, server_inbox = anyio.create_memory_object_stream[_Frame](INBOX_SIZE)
+        current_caller_source.set(self.connection)  # in every frame's context, so in every handler's
+        self.serving = asyncio.create_task(self._serve(_FramesWithContext(server_inbox)))
 
-    async def _serve(
-        self, connection: LiveConnection, inbox: MemoryObjectReceiveStream[SessionMessage | Exception]
-    ) -> None:
+    async def _serve(self, inbox: _FramesWithContext) -> None:
         """Drive the SDK server for this socket; its answers go out as text frames, in completion order."""
-        current_caller_source.set(connection)
         server = mcp_server()
         answers, outgoing = anyio.create_memory_object_stream[SessionMessage](INBOX_SIZE)
         try:
@@ -321,6 +360,13 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             if message is None:
                 await self.send(text_data=error)
                 return
+        own_request = request_context.enter_message(getattr(message, "id", None))
+        try:
+            await self._handle(message)
+        finally:
+            request_context.leave_message(own_request)
+
+    async def _handle(self, message: types.JSONRPCMessage) -> None:
         inbox = self.inbox
         if not await self._still_allowed():
             return
@@ -329,11 +375,12 @@ class McpWebSocketConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=_answer_frame(warm_answer))
             return
         self.warm_calls.forwarding(message)
+        frame = (contextvars.copy_context(), SessionMessage(message))
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):  # closing meanwhile
             try:  # without a checkpoint, so frames read together are handed over together
-                inbox.send_nowait(SessionMessage(message))
+                inbox.send_nowait(frame)
             except anyio.WouldBlock:  # the server task is INBOX_SIZE frames behind: wait for it
-                await inbox.send(SessionMessage(message))
+                await inbox.send(frame)
 
     async def _still_allowed(self, *, active: bool = True) -> bool:
         """Re-check session and credential if either was invalidated; close the socket if either is gone.

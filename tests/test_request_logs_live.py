@@ -2,12 +2,15 @@
 the id lands in the audit events and log lines of that request, every log line is one JSON object, and no secret
 is in any of them."""
 
+import asyncio
 import json
 import re
 
 import httpx
+import websockets
 
-from tests.mcp_live import ADMIN, ALICE, base_env, daphne_server, service_database
+from tests.mcp_live import ADMIN, ALICE, base_env, daphne_server, rest, service_database
+from tests.test_mcp_websocket import call, initialized
 
 SENT_ID = "trace-4bf92f3577b34da6"
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
@@ -61,3 +64,39 @@ def test_request_ids_travel_into_logs_and_audit_and_every_log_line_is_json_witho
     assert access["principal"] == ALICE
     for secret in (admin, alice, FORGED_KEY, env.get("JWT_SECRET", "dev-only-jwt-secret")):
         assert secret not in log
+
+
+def test_each_mcp_websocket_frame_has_its_own_request_id_in_the_audit_trail(tmp_path):
+    """One id per connection would make every call of a long session look like one request: each frame's id is
+    the connection's, a colon and the frame's JSON-RPC id, on the SDK's worker path and the warm path alike."""
+    connection_id = "ws-connection-0001"
+    with service_database(tmp_path) as (database_url, keys):
+        env = base_env(database_url, CHITTYAUTH_VAR_DIR=str(tmp_path))
+        admin = keys[ADMIN]["key"]
+        with daphne_server(env, tmp_path) as server:
+
+            async def two_calls() -> None:
+                async with websockets.connect(
+                    f"{server.ws_url}/mcp/ws?access_token={admin}",
+                    additional_headers={"X-Request-ID": connection_id},
+                    open_timeout=30,
+                ) as ws:
+                    await initialized(ws)
+                    issued = await call(ws, 7, "generate_api_key", {"chitty_id": ALICE, "name": "frame 7"})
+                    assert not issued.get("isError"), issued
+                    refused = await call(ws, "call-8", "validate_api_key", {"api_key": FORGED_KEY})
+                    assert refused["structuredContent"]["valid"] is False
+                    again = await call(ws, "call-9", "validate_api_key", {"api_key": FORGED_KEY})
+                    assert again["structuredContent"]["valid"] is False
+
+            asyncio.run(two_calls())
+            status, body = rest(server, "GET", "/api/v1/audit/events?limit=1000", admin)
+    assert status == 200
+    ids = {
+        (event["action"], event["details"].get("request_id"))
+        for event in body["events"]
+        if str(event["details"].get("request_id", "")).startswith(connection_id)
+    }
+    assert ("api_key.generate", f"{connection_id}:7") in ids
+    assert ("api_key.validate", f"{connection_id}:call-8") in ids
+    assert ("api_key.validate", f"{connection_id}:call-9") in ids
