@@ -8,7 +8,6 @@ comparison give the same answers, then times them interleaved. The parent prints
 backend; `--write-results` also replaces the `## Credentials (in-process)` section of bench/RESULTS.md.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ from bench.harness import (
     BACKENDS,
     Backend,
     backend_environment,
+    bench_arguments,
     format_duration,
     machine_summary,
-    parse_backends,
     run_worker,
     throwaway_database,
     write_results_section,
@@ -80,15 +79,7 @@ def work(result_file: Path, rounds: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backends", type=parse_backends, default=list(BACKENDS.values()))
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
-    parser.add_argument(
-        "--write-results", action="store_true", help="replace our section of bench/RESULTS.md"
-    )
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser = bench_arguments(__doc__, backends=list(BACKENDS.values()), rounds=DEFAULT_ROUNDS)
     args = parser.parse_args()
     if args.worker:
         work(args.worker, args.rounds)

@@ -67,6 +67,21 @@ def parse_backends(value: str) -> list[Backend]:
     return [BACKENDS[name] for name in names]
 
 
+def bench_arguments(description: str, *, backends: list[Backend], rounds: int) -> argparse.ArgumentParser:
+    """The options every bench with backends takes, and the hidden `--worker` its own processes are started
+    with; each bench adds its own."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backends", type=parse_backends, default=backends)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument(
+        "--write-results", action="store_true", help="replace our section of bench/RESULTS.md"
+    )
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
 @contextmanager
 def throwaway_database(backend: Backend, name: str) -> Iterator[str]:
     """The URL of a new, empty database for one worker; removed afterwards, whatever happens."""

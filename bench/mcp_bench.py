@@ -38,6 +38,7 @@ from bench.harness import (
     BenchServer,
     Ratio,
     backend_environment,
+    bench_arguments,
     daphne_server,
     measure_and_report,
     median,
@@ -365,21 +366,13 @@ def work(result_file: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backends", type=parse_backends, default=parse_backends(DEFAULT_BACKENDS))
-    parser.add_argument("--rounds", type=int, default=7)
+    parser = bench_arguments(__doc__, backends=parse_backends(DEFAULT_BACKENDS), rounds=7)
     parser.add_argument("--calls", type=int, default=400, help="sequential calls per round over the socket")
     parser.add_argument("--http-calls", type=int, default=120, help="sequential calls per round over HTTP")
     parser.add_argument(
         "--pipelined-calls", type=int, default=1600, help="calls per round with many in flight"
     )
     parser.add_argument("--in-flight", type=int, default=64, help="calls kept outstanding on the socket")
-    parser.add_argument(
-        "--write-results", action="store_true", help="replace our section of bench/RESULTS.md"
-    )
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         work(args.worker)

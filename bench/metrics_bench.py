@@ -28,6 +28,7 @@ from bench.harness import (
     BenchServer,
     Ratio,
     backend_environment,
+    bench_arguments,
     daphne_server,
     measure_and_report,
     median,
@@ -35,7 +36,16 @@ from bench.harness import (
     run_worker,
     throwaway_database,
 )
-from bench.rest_bench import NO_OP, VALIDATE, WARMUP_SECONDS, endpoints, post, run_wrk, wrk_script
+from bench.rest_bench import (
+    NO_OP,
+    VALIDATE,
+    WARMUP_SECONDS,
+    endpoints,
+    post,
+    run_wrk,
+    wrk_arguments,
+    wrk_script,
+)
 from bench.rest_bench import work as seed
 
 SECTION = "Metrics cost"
@@ -168,17 +178,8 @@ def work(result_file: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backends", type=parse_backends, default=parse_backends("sqlite"))
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--seconds", type=int, default=3, help="length of each wrk run")
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument(
-        "--write-results", action="store_true", help="replace our section of bench/RESULTS.md"
-    )
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser = bench_arguments(__doc__, backends=parse_backends("sqlite"), rounds=6)
+    wrk_arguments(parser, seconds=3)
     args = parser.parse_args()
     if args.worker:
         work(args.worker)

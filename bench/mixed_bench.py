@@ -44,6 +44,7 @@ from bench.harness import (
     BenchServer,
     Ratio,
     backend_environment,
+    bench_arguments,
     daphne_server,
     measure_and_report,
     median,
@@ -51,7 +52,7 @@ from bench.harness import (
     run_worker,
     throwaway_database,
 )
-from bench.rest_bench import WRK
+from bench.rest_bench import WRK, wrk_arguments
 
 SECTION = "Mixed workload"
 DATABASE_NAME = "bench_mixed"
@@ -591,21 +592,12 @@ def write_changes(result_file: Path, rate: int, seconds: int, folder: Path) -> N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backends", type=parse_backends, default=parse_backends(DEFAULT_BACKENDS))
+    parser = bench_arguments(__doc__, backends=parse_backends(DEFAULT_BACKENDS), rounds=3)
     parser.add_argument("--keys", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    parser.add_argument("--connections", type=int, default=8)
+    wrk_arguments(parser, seconds=5)
     parser.add_argument(
         "--rates", type=lambda text: [int(part) for part in text.split(",")], default=[0, 1, 10, 100]
     )
-    parser.add_argument(
-        "--write-results", action="store_true", help="replace our section of bench/RESULTS.md"
-    )
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--writer", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cold-pool", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--keys-file", type=Path, help=argparse.SUPPRESS)

@@ -28,6 +28,7 @@ from bench.harness import (
     Backend,
     Ratio,
     backend_environment,
+    bench_arguments,
     daphne_server,
     measure_and_report,
     median,
@@ -184,18 +185,15 @@ def work(result_file: Path) -> None:
     result_file.write_text(json.dumps(secrets))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backends", type=parse_backends, default=parse_backends(DEFAULT_BACKENDS))
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=int, default=3, help="length of each wrk run")
+def wrk_arguments(parser: argparse.ArgumentParser, *, seconds: int) -> None:
+    """The options of a bench that loads daphne with wrk."""
+    parser.add_argument("--seconds", type=int, default=seconds, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument(
-        "--write-results", action="store_true", help="replace our section of bench/RESULTS.md"
-    )
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    parser = bench_arguments(__doc__, backends=parse_backends(DEFAULT_BACKENDS), rounds=4)
+    wrk_arguments(parser, seconds=3)
     args = parser.parse_args()
     if args.worker:
         work(args.worker)
