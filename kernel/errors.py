@@ -69,6 +69,13 @@ class DatabaseUnavailable(ServiceError):
 DATABASE_DOWN = (OperationalError, InterfaceError)  # what a driver raises when it cannot reach the server
 
 
+def database_unavailable(exc: Exception, where: object) -> DatabaseUnavailable:
+    """What an interface answers when the database cannot be reached, logged by its type only (the driver's
+    message may name hosts and users)."""
+    logger.warning("Database unavailable in %s: %s", where, type(exc).__name__)
+    return DatabaseUnavailable()
+
+
 def error_body(code: str, message: str, **extra) -> dict:
     """The one error shape every REST answer uses: {"error": {"code", "message", ...}}."""
     return {"error": {"code": code, "message": message, **extra}}
@@ -91,8 +98,7 @@ def rest_exception_handler(exc: Exception, context: dict):
     without a traceback."""
     headers = {}
     if isinstance(exc, DATABASE_DOWN):
-        logger.warning("Database unavailable in %s: %s", context.get("view"), type(exc).__name__)
-        exc = DatabaseUnavailable()
+        exc = database_unavailable(exc, context.get("view"))
         headers["Retry-After"] = str(exc.retry_after_seconds)
     if isinstance(exc, ServiceError):
         body = error_body(exc.code, exc.message, **exc.extra)

@@ -31,7 +31,7 @@ from mcp.server import Server
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.shared.exceptions import MCPError
 
-from kernel.errors import DATABASE_DOWN, ServiceError
+from kernel.errors import DATABASE_DOWN, ServiceError, database_unavailable
 from kernel.memory_only import NeedsIO, answering_from_memory
 from kernel.metrics import MCP_TOOL_CALL_DURATION, MCP_TOOL_CALLS
 from mcp_endpoint import tools
@@ -130,8 +130,8 @@ def _run_tool(source: CallerSource, name: str, arguments: dict[str, Any] | None)
     except NeedsIO:
         raise
     except DATABASE_DOWN as exc:
-        logger.warning("MCP caller check before tool %s: database unavailable (%s)", name, type(exc).__name__)
-        return tools.database_unavailable_outcome()
+        error = database_unavailable(exc, f"MCP caller check before tool {name}")
+        return tools.error_outcome(error.code, error.message)
     except Exception:  # the boundary, as in tools.call_tool (the SDK would send the exception's text)
         logger.exception("MCP caller check failed before tool %s", name)
         return tools.internal_error_outcome()

@@ -16,25 +16,12 @@ import fastjsonschema
 from jsonschema import ValidationError
 
 from kernel.callers import Caller
-from kernel.errors import DATABASE_DOWN, ServiceError, ValidationFailed
+from kernel.errors import DATABASE_DOWN, ServiceError, ValidationFailed, database_unavailable
 from kernel.memory_only import NeedsIO
 from mcp_endpoint.tools.catalogue import TOOLS, ToolSpec
-from mcp_endpoint.tools.results import (
-    ToolOutcome,
-    database_unavailable_outcome,
-    error_outcome,
-    internal_error_outcome,
-)
+from mcp_endpoint.tools.results import ToolOutcome, error_outcome, internal_error_outcome
 
-__all__ = [
-    "TOOLS",
-    "ToolOutcome",
-    "ToolSpec",
-    "call_tool",
-    "database_unavailable_outcome",
-    "error_outcome",
-    "internal_error_outcome",
-]
+__all__ = ["TOOLS", "ToolOutcome", "ToolSpec", "call_tool", "error_outcome", "internal_error_outcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +63,8 @@ def call_tool(caller: Caller, name: str, arguments: dict[str, Any] | None) -> To
     except NeedsIO:  # not answerable from memory: the caller runs the call again in a worker thread
         raise
     except DATABASE_DOWN as exc:
-        logger.warning("MCP tool %s: database unavailable (%s)", name, type(exc).__name__)
-        return database_unavailable_outcome()
+        error = database_unavailable(exc, f"MCP tool {name}")
+        return error_outcome(error.code, error.message)
     except Exception:  # the boundary: a bug must not reach the client as a traceback
         logger.exception("MCP tool %s failed for %s", name, caller.actor)
         return internal_error_outcome()

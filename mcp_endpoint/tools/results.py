@@ -6,7 +6,7 @@ from typing import Any
 
 from django.utils.dateparse import parse_datetime
 
-from kernel.errors import DatabaseUnavailable, ValidationFailed, error_body
+from kernel.errors import ValidationFailed, error_body
 
 MAX_LISTED = 200
 NEVER = "never"
@@ -65,8 +65,3 @@ def parse_timestamp(value: Any, field: str) -> datetime | None:
 
 def internal_error_outcome() -> ToolOutcome:
     return error_outcome("INTERNAL_ERROR", "Something went wrong on our side; it has been logged.")
-
-
-def database_unavailable_outcome() -> ToolOutcome:
-    error = DatabaseUnavailable()
-    return error_outcome(error.code, error.message)
