@@ -16,13 +16,16 @@ POOL = 3
 REQUESTS = 60
 
 
-def connections_to(database: str) -> int:
+def backends_of(database: str) -> tuple[int, int]:
+    """Client connections to `database` now, and how many of them wait on a lock."""
     with _maintenance_connection() as connection:
-        ((count,),) = connection.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
+        ((connected, waiting),) = connection.execute(
+            "SELECT count(*) FILTER (WHERE backend_type = 'client backend'),"
+            " count(*) FILTER (WHERE wait_event_type = 'Lock')"
+            " FROM pg_stat_activity WHERE datname = %s",
             (database,),
         ).fetchall()
-    return count
+    return connected, waiting
 
 
 @pytest.mark.postgres
@@ -37,7 +40,7 @@ def test_a_pooled_node_holds_at_most_its_pool_of_connections_and_answers_every_r
             def watch() -> None:
                 nonlocal peak
                 while loading.is_set():
-                    peak = max(peak, connections_to(database))
+                    peak = max(peak, backends_of(database)[0])
                     time.sleep(0.01)
 
             watcher = threading.Thread(target=watch)
@@ -77,22 +80,13 @@ def test_a_request_that_waits_too_long_for_a_pooled_connection_is_503_database_u
                 with ThreadPoolExecutor(max_workers=1) as stuck_client:
                     stuck = stuck_client.submit(rest, server, "GET", "/api/v1/grants", admin)
                     deadline = time.monotonic() + 10
-                    while not waiting_on_a_lock(database):
+                    while not backends_of(database)[1]:
                         assert time.monotonic() < deadline, "the first request never reached the lock"
                         time.sleep(0.05)
                     status, body = rest(server, "GET", "/api/v1/grants", admin)
                     assert (status, body["error"]["code"]) == (503, "DATABASE_UNAVAILABLE")
                     locker.rollback()
                     assert stuck.result(timeout=30)[0] == 200
-
-
-def waiting_on_a_lock(database: str) -> bool:
-    with _maintenance_connection() as connection:
-        ((count,),) = connection.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-            (database,),
-        ).fetchall()
-    return count > 0
 
 
 @pytest.mark.parametrize(
