@@ -345,7 +345,8 @@ LOGGING = {
         }
     },
     # Django's own console handler would print its request warnings a second time, unformatted.
-    "loggers": {"django": {"handlers": [], "propagate": True}},
+    # httpx logs every request's full URL at INFO, and a webhook URL may carry a password or a token.
+    "loggers": {"django": {"handlers": [], "propagate": True}, "httpx": {"level": "WARNING"}},
     "root": {
         "handlers": ["console"],
         "level": env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
