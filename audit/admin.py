@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied as AdminPermissionDenied
 from django.db.models import Q
@@ -16,7 +16,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from audit.models import GENESIS_HASH, AuditEvent
+from audit.export import request_redelivery
+from audit.models import GENESIS_HASH, AuditDeadLetter, AuditDelivery, AuditEvent
 from audit.services import ChainVerdict, event_hash, verify_chain
 
 logger = logging.getLogger(__name__)
@@ -211,3 +212,62 @@ class AuditEventAdmin(admin.ModelAdmin):
             "broken_event_url": event_url(broken_event) if broken_event else "",
         }
         return TemplateResponse(request, "admin/audit/verify.html", context)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Kept by the export runs alone."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(AuditDelivery)
+class AuditDeliveryAdmin(ReadOnlyAdmin):
+    """How far each export sink has got, and why it is waiting if it is."""
+
+    list_display = (
+        "sink",
+        "delivered_sequence",
+        "delivered_checkpoint_id",
+        "last_delivered_at",
+        "failures_in_a_row",
+        "next_attempt_at",
+        "last_error",
+    )
+    readonly_fields = (*list_display, "leased_until")
+    fields = readonly_fields
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditDelivery | None = None) -> bool:
+        return False
+
+
+@admin.register(AuditDeadLetter)
+class AuditDeadLetterAdmin(ReadOnlyAdmin):
+    """Events and checkpoints a sink refused for good. Sending one again queues it for the next export run."""
+
+    list_display = ("__str__", "sink", "reason", "created_at", "redeliver_requested_at", "audit_event")
+    list_filter = ("sink",)
+    readonly_fields = ("sink", "audit_event", "checkpoint", "reason", "created_at", "redeliver_requested_at")
+    fields = readonly_fields
+    actions = ("send_again",)
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).select_related("event")
+
+    @admin.display(description="audit event")
+    def audit_event(self, letter: AuditDeadLetter) -> str:
+        if letter.event is None:
+            return "-"
+        return format_html('<a href="{}">#{}</a>', event_url(letter.event), letter.event.sequence)
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditDeadLetter | None = None) -> bool:
+        # Changing a dead letter means only queueing it again; its fields stay as the export run left them.
+        return super().has_change_permission(request, obj) and obj is None
+
+    @admin.action(description="Send again on the next export run", permissions=("change",))
+    def send_again(self, request: HttpRequest, queryset) -> None:
+        queued = request_redelivery(queryset)
+        self.message_user(request, f"{queued} queued for the next export run.", messages.SUCCESS)

@@ -57,3 +57,54 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint at #{self.sequence}"
+
+
+class AuditDelivery(models.Model):
+    """How far one export sink has got: everything up to `delivered_sequence` (and checkpoint
+    `delivered_checkpoint_id`) has been accepted. A run takes the row with a lease, so two workers never send
+    the same sink's events side by side, and a sink that failed waits until `next_attempt_at`."""
+
+    sink = models.CharField(max_length=32, unique=True)
+    delivered_sequence = models.BigIntegerField(default=0)
+    delivered_checkpoint_id = models.BigIntegerField(default=0)
+    failures_in_a_row = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    last_delivered_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["sink"]
+        verbose_name_plural = "audit deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.sink} at #{self.delivered_sequence}"
+
+
+class AuditDeadLetter(models.Model):
+    """An event or checkpoint a sink refused for good (400, 413, 415 or 422): set aside so the events
+    after it still flow, and kept until staff send it again."""
+
+    sink = models.CharField(max_length=32, db_index=True)
+    event = models.ForeignKey(AuditEvent, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    checkpoint = models.ForeignKey(
+        AuditCheckpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.CharField(max_length=300)
+    created_at = models.DateTimeField()
+    redeliver_requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["sink", "-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(event__isnull=False, checkpoint__isnull=True)
+                | models.Q(event__isnull=True, checkpoint__isnull=False),
+                name="audit_dead_letter_holds_one_item",
+            )
+        ]
+
+    def __str__(self) -> str:
+        what = f"event #{self.event.sequence}" if self.event_id else f"checkpoint {self.checkpoint_id}"
+        return f"{what} refused by {self.sink}"

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.db.models import Max, QuerySet
 
-from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from audit.models import AuditChainHead, AuditCheckpoint, AuditDelivery, AuditEvent
 
 
 def list_events(
@@ -45,3 +45,12 @@ def chain_length() -> int:
 def last_checkpoint_sequence() -> int:
     """The sequence number of the newest signed checkpoint (0 before the first)."""
     return AuditCheckpoint.objects.aggregate(sequence=Max("sequence"))["sequence"] or 0
+
+
+def export_pending_by_sink() -> dict[str, int]:
+    """Events recorded but not yet delivered, per export sink that has run."""
+    head = chain_length()
+    return {
+        sink: max(head - delivered, 0)
+        for sink, delivered in AuditDelivery.objects.values_list("sink", "delivered_sequence")
+    }

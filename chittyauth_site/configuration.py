@@ -1,6 +1,7 @@
 """Reading and checking configuration from the environment, so a mistake stops start-up naming the variable
 instead of surfacing as a 500 at first use (or, worse, as silently insecure defaults)."""
 
+import base64
 import ipaddress
 import os
 from urllib.parse import urlparse
@@ -118,6 +119,34 @@ def check_fernet_keys(name: str, value: str) -> None:
                 f"{name} item {position} is not a Fernet key (32 url-safe base64-encoded bytes); "
                 "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
             ) from None
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+WEBHOOK_SECRET_MIN_BYTES = 24
+
+
+def check_webhook_sink(url_name: str, url: str, secret_name: str, secret: str) -> None:
+    """A webhook gets audit events only over HTTPS (plain HTTP to a loopback receiver), and only signed with a
+    Standard Webhooks secret of at least 24 bytes. Messages never echo the secret."""
+    if not url:
+        if secret:
+            raise ImproperlyConfigured(f"{secret_name} is set but {url_name} is not")
+        return
+    parsed = urlparse(url)
+    if parsed.scheme != "https" and not is_loopback(parsed.hostname or ""):
+        raise ImproperlyConfigured(f"{url_name} must be an https URL (plain http only to a loopback address)")
+    if not secret:
+        raise ImproperlyConfigured(f"{url_name} needs {secret_name} to sign what it is sent")
+    try:
+        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except ValueError:
+        key = b""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX) or len(key) < WEBHOOK_SECRET_MIN_BYTES:
+        raise ImproperlyConfigured(
+            f"{secret_name} must be {WEBHOOK_SECRET_PREFIX} and the base64 of at least "
+            f"{WEBHOOK_SECRET_MIN_BYTES} random bytes; make one with: python -c 'import base64, os; "
+            f'print("{WEBHOOK_SECRET_PREFIX}" + base64.b64encode(os.urandom(32)).decode())\''
+        )
 
 
 def is_loopback(host: str) -> bool:

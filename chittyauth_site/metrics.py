@@ -22,7 +22,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from audit.selectors import chain_length, last_checkpoint_sequence
+from audit.selectors import chain_length, export_pending_by_sink, last_checkpoint_sequence
 from grants.checks import authorize
 from sessions.services import count_live_sessions
 
@@ -51,6 +51,7 @@ class ServiceStateCollector:
                     "The audit sequence the newest signed checkpoint covers.",
                     value=last_checkpoint_sequence(),
                 ),
+                _export_pending(),
             ]
         except (OperationalError, InterfaceError) as exc:
             logger.warning("Metrics scrape without the database's figures: %s", type(exc).__name__)
@@ -61,6 +62,17 @@ class ServiceStateCollector:
             value=1 if state else 0,
         )
         yield from state
+
+
+def _export_pending() -> GaugeMetricFamily:
+    pending = GaugeMetricFamily(
+        "chittyauth_audit_export_pending",
+        "Audit events recorded but not yet delivered, per export sink that has run.",
+        labels=["sink"],
+    )
+    for sink, count in export_pending_by_sink().items():
+        pending.add_metric([sink], count)
+    return pending
 
 
 def scrape_registry() -> CollectorRegistry:

@@ -14,6 +14,7 @@ from chittyauth_site.configuration import (
     ENVIRONMENTS,
     SIGNING_ALGORITHMS,
     check_fernet_keys,
+    check_webhook_sink,
     env_bool,
     env_choice,
     env_float,
@@ -369,6 +370,29 @@ REVALIDATION_BATCH_SIZE = env_int("REVALIDATION_BATCH_SIZE", 200)
 if min(CLEANUP_RETENTION_DAYS, CLEANUP_BATCH_SIZE, REVALIDATION_BATCH_SIZE) < 1:
     raise ImproperlyConfigured(
         "CLEANUP_RETENTION_DAYS, CLEANUP_BATCH_SIZE and REVALIDATION_BATCH_SIZE must each be at least 1"
+    )
+
+# Audit export: every audit event, and every signed checkpoint once the events it covers are out, delivered
+# in sequence order, at least once, by the Celery worker (`audit/export.py`, README "Audit export").
+# A webhook: HTTPS (plain HTTP to a loopback address only), each batch signed as Standard Webhooks specifies
+# with AUDIT_WEBHOOK_SECRET (`whsec_` and base64 of at least 24 random bytes; required with the URL).
+AUDIT_WEBHOOK_URL = env_url("AUDIT_WEBHOOK_URL", "")
+AUDIT_WEBHOOK_SECRET = os.environ.get("AUDIT_WEBHOOK_SECRET", "")
+check_webhook_sink("AUDIT_WEBHOOK_URL", AUDIT_WEBHOOK_URL, "AUDIT_WEBHOOK_SECRET", AUDIT_WEBHOOK_SECRET)
+# Syslog (RFC 5424) over TCP (`tcp://host:port`, RFC 6587 octet counting) or TLS (`tls://host:port`, RFC 5425,
+# the server's certificate checked against the system's CAs or SSL_CERT_FILE). Not UDP: it cannot tell a
+# delivered message from a lost one.
+AUDIT_SYSLOG_URL = env_url("AUDIT_SYSLOG_URL", "", schemes=("tcp", "tls"))
+# Events per delivery (one webhook POST, one run of syslog writes), and the wait for one sink's answer.
+AUDIT_EXPORT_BATCH_SIZE = env_int("AUDIT_EXPORT_BATCH_SIZE", 100, minimum=1, maximum=10_000)
+AUDIT_EXPORT_TIMEOUT_SECONDS = env_float("AUDIT_EXPORT_TIMEOUT_SECONDS", 10.0)
+# After a failed delivery a sink waits this long, doubling with each failure in a row up to the maximum.
+AUDIT_EXPORT_RETRY_SECONDS = env_float("AUDIT_EXPORT_RETRY_SECONDS", 5.0)
+AUDIT_EXPORT_RETRY_MAX_SECONDS = env_float("AUDIT_EXPORT_RETRY_MAX_SECONDS", 600.0)
+if min(AUDIT_EXPORT_TIMEOUT_SECONDS, AUDIT_EXPORT_RETRY_MAX_SECONDS) <= 0 or AUDIT_EXPORT_RETRY_SECONDS < 0:
+    raise ImproperlyConfigured(
+        "AUDIT_EXPORT_TIMEOUT_SECONDS and AUDIT_EXPORT_RETRY_MAX_SECONDS must be above 0, "
+        "AUDIT_EXPORT_RETRY_SECONDS at least 0"
     )
 
 # MCP

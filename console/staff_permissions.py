@@ -17,6 +17,9 @@ from kernel.callers import Caller
 # Django model permission → the grants that give it (any one of them).
 GRANTS_FOR_MODEL_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "audit.view_auditevent": ("audit:read",),
+    "audit.view_auditdelivery": ("audit:read",),
+    "audit.view_auditdeadletter": ("audit:read",),
+    "audit.change_auditdeadletter": ("audit:export",),
     "identities.view_identity": ("identities:read",),
     "identities.add_identity": ("identities:manage",),
     "identities.change_identity": ("identities:manage",),

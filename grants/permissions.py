@@ -29,6 +29,7 @@ KNOWN_PERMISSIONS = (
     "sessions:read",
     "sessions:revoke",
     "audit:read",
+    "audit:export",
     "metrics:read",
     "signing_keys:rotate",
     "jobs:run",

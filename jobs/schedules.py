@@ -14,14 +14,20 @@ from django.utils import timezone
 CLEANUP_TASK = "jobs.cleanup"
 REVALIDATE_TASK = "jobs.revalidate_identities"
 CHECKPOINT_TASK = "jobs.sign_audit_checkpoint"
+EXPORT_TASK = "jobs.deliver_audit_events"
 
 
 @dataclass(frozen=True)
 class DefaultSchedule:
     name: str
     task: str
-    every_minutes: int
+    every: int
     description: str
+    period: str = "minutes"
+
+    @property
+    def seconds(self) -> int:
+        return self.every * (60 if self.period == "minutes" else 1)
 
 
 DEFAULT_SCHEDULES = (
@@ -44,6 +50,14 @@ DEFAULT_SCHEDULES = (
         60,
         "Sign the audit chain's head, published at GET /api/v1/audit/checkpoints for outside parties to keep.",
     ),
+    DefaultSchedule(
+        "ChittyAuth audit export",
+        EXPORT_TASK,
+        10,
+        "Send the audit events and checkpoints recorded since the last run to the configured sinks "
+        "(AUDIT_WEBHOOK_URL, AUDIT_SYSLOG_URL); does nothing when none is set.",
+        period="seconds",
+    ),
 )
 
 
@@ -56,14 +70,14 @@ def install_default_schedules(apps: Apps = installed_apps, *, reset: bool = Fals
     interval_model = apps.get_model("django_celery_beat", "IntervalSchedule")
     outcomes = {}
     for default in DEFAULT_SCHEDULES:
-        interval, _ = interval_model.objects.get_or_create(every=default.every_minutes, period="minutes")
+        interval, _ = interval_model.objects.get_or_create(every=default.every, period=default.period)
         task = periodic_task_model.objects.filter(name=default.name).first()
         if task is None:
             periodic_task_model.objects.create(
                 name=default.name,
                 task=default.task,
                 interval=interval,
-                expire_seconds=default.every_minutes * 60,
+                expire_seconds=default.seconds,
                 description=default.description,
             )
             outcomes[default.name] = "created"
@@ -75,7 +89,7 @@ def install_default_schedules(apps: Apps = installed_apps, *, reset: bool = Fals
                 True,
             )
             task.crontab = task.solar = task.clocked = task.expires = None
-            task.expire_seconds = default.every_minutes * 60
+            task.expire_seconds = default.seconds
             task.one_off = False
             task.save()
             outcomes[default.name] = "reset"

@@ -1,5 +1,7 @@
-"""Celery tasks for beat: thin wrappers over the job services. Both are idempotent, so a lost
+"""Celery tasks for beat: thin wrappers over the job services. All are idempotent, so a lost
 acknowledgement or a retry after a database or broker hiccup does no harm."""
+
+from dataclasses import asdict
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
@@ -7,7 +9,8 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from jobs.schedules import CHECKPOINT_TASK, CLEANUP_TASK, REVALIDATE_TASK
+from audit.export import deliver_audit_events as deliver_audit_events_service
+from jobs.schedules import CHECKPOINT_TASK, CLEANUP_TASK, EXPORT_TASK, REVALIDATE_TASK
 from jobs.services import revalidate_identities as revalidate_identities_service
 from jobs.services import run_cleanup
 from kernel.callers import Caller
@@ -45,3 +48,9 @@ def revalidate_identities() -> dict:
 def sign_audit_checkpoint() -> dict:
     checkpoint = sign_checkpoint(Caller.system("audit-checkpoint"))
     return {"sequence": checkpoint.sequence if checkpoint else 0}
+
+
+@shared_task(name=EXPORT_TASK, ignore_result=True)
+def deliver_audit_events() -> list[dict]:
+    """Not retried: beat sends the next run in seconds, and it resumes where this one stopped."""
+    return [asdict(run) for run in deliver_audit_events_service()]

@@ -167,6 +167,13 @@ JOB_RUNS = _series(
     "database refused the run's record).",
     ("job", "outcome"),
 )
+AUDIT_EXPORTS = _series(
+    Counter,
+    "chittyauth_audit_exports",
+    "Audit events and checkpoints sent to export sinks, by sink and outcome (delivered, dead_lettered, "
+    "redelivered; failed counts failed deliveries, each of which is retried).",
+    ("sink", "outcome"),
+)
 JOB_RUN_DURATION = _series(
     Histogram,
     "chittyauth_job_run_duration_seconds",

@@ -13,7 +13,8 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from oauth2_provider.models import AccessToken, Grant, IDToken, RefreshToken
 
-from audit.models import AuditEvent
+from audit.models import AuditDeadLetter, AuditEvent
+from audit.services import record
 from console.admin_audit import AuditedModelAdmin
 from identities.models import Identity
 from kernel.callers import Caller
@@ -87,6 +88,9 @@ EXISTING = {
         username="mallory", ip_address="192.0.2.1"
     ),
     "keys.signingkey": active_signing_key,
+    "audit.auditdeadletter": lambda: AuditDeadLetter.objects.create(
+        sink="webhook", event=record("test.refused"), reason="HTTP 422", created_at=timezone.now()
+    ),
     "auth_sessions.authsession": lambda: open_session(
         Caller(actor=ALICE, identity=alice(), credential_type="api_key", credential_id="k1"),
         AuthSession.Channel.REST,

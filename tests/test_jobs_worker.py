@@ -6,6 +6,7 @@ The processes share a database of their own: a SQLite file, or on the PostgreSQL
 database created for the test and dropped after it.
 """
 
+import base64
 import contextlib
 import os
 import re
@@ -23,7 +24,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.conf import settings
+from standardwebhooks import Webhook
 
+from tests.audit_sink_servers import WebhookReceiver
 from tests.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +100,15 @@ def send_checkpoint(queue: str) -> None:
     from jobs.tasks import sign_audit_checkpoint
 
     sign_audit_checkpoint.apply_async(queue=queue)
+
+
+def route_the_export_schedule(queue: str) -> None:
+    """Send the installed audit export schedule's runs to this test's worker."""
+    from django_celery_beat.models import PeriodicTask
+
+    from jobs.schedules import EXPORT_TASK
+
+    PeriodicTask.objects.filter(task=EXPORT_TASK).update(queue=queue)
 
 
 def verify_against_the_latest_checkpoint() -> None:
@@ -339,6 +351,28 @@ def test_beat_fires_a_schedule_kept_in_the_database(database_url, tmp_path):
     assert runs >= 1
 
 
+def test_beat_and_a_worker_export_the_audit_trail_on_the_installed_schedule(database_url, tmp_path):
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    with WebhookReceiver() as receiver:
+        env = process_env(database_url, tmp_path, AUDIT_WEBHOOK_URL=receiver.url, AUDIT_WEBHOOK_SECRET=secret)
+        run_here(env, "seed_audit_trail")
+        queue = f"jobs-test-{uuid.uuid4().hex[:8]}"
+        run_here(env, "route_the_export_schedule", queue)
+        worker_log, beat_log = tmp_path / "worker.log", tmp_path / "beat.log"
+        beat_args = ("beat", "--schedule", str(tmp_path / "beat-schedule"), "--max-interval", "1")
+        with (
+            celery(env, worker_log, *worker_args(queue)) as worker,
+            celery(env, beat_log, *beat_args) as beat,
+        ):
+            wait_until(lambda: len(receiver.accepted) >= 3, [worker, beat], [worker_log, beat_log])
+
+    assert [cloudevent["id"] for cloudevent in receiver.accepted[:3]] == ["1", "2", "3"]
+    for request in receiver.requests:
+        Webhook(secret).verify(request.body, request.headers)
+    assert secret.removeprefix("whsec_") not in worker_log.read_text() + beat_log.read_text()
+    assert query(database_url, "SELECT delivered_sequence FROM audit_auditdelivery")[0][0] >= 3
+
+
 def test_migrate_installs_the_default_schedules(database_url):
     rows = query(
         database_url,
@@ -347,6 +381,7 @@ def test_migrate_installs_the_default_schedules(database_url):
     )
     assert rows == [
         ("jobs.cleanup", 15, "minutes", 900, True),
+        ("jobs.deliver_audit_events", 10, "seconds", 10, True),
         ("jobs.revalidate_identities", 60, "minutes", 3600, True),
         ("jobs.sign_audit_checkpoint", 60, "minutes", 3600, True),
     ]

@@ -7,6 +7,8 @@ from django.contrib import admin
 from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 
+from audit.models import AuditDeadLetter
+from audit.services import record
 from console.staff_permissions import GRANTS_FOR_MODEL_PERMISSIONS
 from grants.models import Grant
 from grants.permissions import KNOWN_PERMISSIONS
@@ -24,6 +26,7 @@ SYSTEM = Caller.system("tests")
 AUDITOR = "CHITTY-PEO-AUDITOR-1"
 AUDIT_LIST = "/admin/audit/auditevent/"
 SESSIONS_LIST = "/admin/auth_sessions/authsession/"
+DEAD_LETTERS = "/admin/audit/auditdeadletter/"
 
 
 @pytest.fixture
@@ -65,10 +68,31 @@ def test_a_staff_login_holding_audit_read_sees_the_audit_trail_and_nothing_else(
     grant("audit:read")
     client = console_for(auditor)
 
-    assert listed_models(client) == {"audit.auditevent"}
+    assert listed_models(client) == {"audit.auditevent", "audit.auditdelivery", "audit.auditdeadletter"}
     assert client.get(AUDIT_LIST).status_code == 200
     assert client.get("/admin/keys/apikey/").status_code == 403
     assert client.get("/admin/auth/user/").status_code == 403
+
+
+def test_sending_audit_export_dead_letters_again_needs_audit_export(auditor):
+    event = record("test.refused", actor="tests")
+    letter = AuditDeadLetter.objects.create(
+        sink="webhook", event=event, reason="HTTP 422", created_at=event.created_at
+    )
+    grant("audit:read")
+    client = console_for(auditor)
+    send_again = {"action": "send_again", "_selected_action": [str(letter.pk)]}
+
+    listing = client.get(DEAD_LETTERS)
+    assert listing.status_code == 200 and "send_again" not in listing.content.decode()
+    client.post(DEAD_LETTERS, send_again)
+    letter.refresh_from_db()
+    assert letter.redeliver_requested_at is None
+
+    grant("audit:export")
+    client.post(DEAD_LETTERS, send_again)
+    letter.refresh_from_db()
+    assert letter.redeliver_requested_at is not None
 
 
 def test_django_model_permissions_and_groups_give_a_staff_login_nothing(auditor):
