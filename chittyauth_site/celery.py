@@ -1,6 +1,6 @@
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chittyauth_site.settings")
 
@@ -16,3 +16,12 @@ def _create_local_broker_folders(sender: Celery, **kwargs) -> None:
     for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         if folders.get(key):
             os.makedirs(folders[key], exist_ok=True)
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _start_tracing(**kwargs) -> None:
+    # Imported here: this module is imported with the project package, before Django's settings are set up.
+    from kernel.tracing import start_tracing
+
+    start_tracing()

@@ -395,6 +395,12 @@ if min(AUDIT_EXPORT_TIMEOUT_SECONDS, AUDIT_EXPORT_RETRY_MAX_SECONDS) <= 0 or AUD
         "AUDIT_EXPORT_RETRY_SECONDS at least 0"
     )
 
+# OpenTelemetry traces (chittyauth_site/tracing.py): on when an OTLP endpoint is set, unless OTEL_SDK_DISABLED.
+# Every other OTEL_* variable (headers, service name, sampler, batch delays) is read by the SDK itself.
+TRACING_ENABLED = bool(
+    env_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") or env_url("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+) and not env_bool("OTEL_SDK_DISABLED", False)
+
 # MCP
 # This service's public base URL: the authorization server named in the MCP resource metadata (RFC 9728).
 CHITTYAUTH_BASE_URL = env_url("CHITTYAUTH_BASE_URL", "http://127.0.0.1:8000", origin=True)
@@ -408,9 +414,9 @@ MCP_WORKER_THREADS = env_int("MCP_WORKER_THREADS", 32)
 # How often an MCP WebSocket joins its session's channel-layer group again (channel layers forget memberships
 # after a day, Redis all of them in a flush or failover), so ending the session keeps closing the socket at once.
 MCP_SESSION_GROUP_REFRESH_SECONDS = env_int("MCP_SESSION_GROUP_REFRESH_SECONDS", 3600)
-# The MCP SDK opens an OpenTelemetry span for every request. With no OpenTelemetry SDK and exporter set up (none
-# ships with this service) those spans go nowhere yet cost ~50 µs a call, so they are opt-in.
-MCP_OPENTELEMETRY = env_bool("MCP_OPENTELEMETRY", False)
+# The MCP SDK opens an OpenTelemetry span for every request. With tracing off those spans go nowhere yet cost
+# ~50 µs a call, so they follow TRACING_ENABLED unless set.
+MCP_OPENTELEMETRY = env_bool("MCP_OPENTELEMETRY", TRACING_ENABLED)
 # A warm read-only tool call on a WebSocket (one answered from memory) skips the SDK's per-request pipeline,
 # answered as the SDK would answer it (mcp_endpoint/warm_calls.py). Off sends every call through the SDK.
 MCP_WARM_CALLS = env_bool("MCP_WARM_CALLS", True)

@@ -49,6 +49,7 @@ class ChittyIDAuthorityServer:
                         "path": self.path,
                         "chitty_id": chitty_id,
                         "authorization": self.headers.get("Authorization"),
+                        "traceparent": self.headers.get("traceparent"),
                     }
                 )
                 if self.path != "/v1/verify":

@@ -27,7 +27,9 @@ from django.conf import settings
 from standardwebhooks import Webhook
 
 from tests.audit_sink_servers import WebhookReceiver
+from tests.chittyid_authority_server import ChittyIDAuthorityServer
 from tests.conftest import free_port
+from tests.otlp_receiver import OtlpReceiver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WAIT_SECONDS = 90
@@ -109,6 +111,18 @@ def route_the_export_schedule(queue: str) -> None:
     from jobs.schedules import EXPORT_TASK
 
     PeriodicTask.objects.filter(task=EXPORT_TASK).update(queue=queue)
+
+
+def send_revalidation_traced(queue: str) -> None:
+    """Send from a process that traces too, so the trace runs from the sender into the worker."""
+    from opentelemetry import trace
+
+    from jobs.tasks import revalidate_identities
+    from kernel.tracing import start_tracing
+
+    start_tracing()
+    revalidate_identities.apply_async(queue=queue)
+    trace.get_tracer_provider().force_flush()
 
 
 def verify_against_the_latest_checkpoint() -> None:
@@ -254,6 +268,13 @@ def wait_until(condition: Callable[[], bool], processes: list[subprocess.Popen],
     raise AssertionError(f"Nothing happened within {WAIT_SECONDS}s:\n{output}")
 
 
+def wait_until_found(
+    find: Callable[[], object], processes: list[subprocess.Popen], logs: list[Path]
+) -> object:
+    wait_until(lambda: find() is not None, processes, logs)
+    return find()
+
+
 def cleanup_ran(database: str) -> bool:
     return query(database, "SELECT outcome FROM jobs_jobrun WHERE job = 'cleanup'") == [("success",)]
 
@@ -371,6 +392,47 @@ def test_beat_and_a_worker_export_the_audit_trail_on_the_installed_schedule(data
         Webhook(secret).verify(request.body, request.headers)
     assert secret.removeprefix("whsec_") not in worker_log.read_text() + beat_log.read_text()
     assert query(database_url, "SELECT delivered_sequence FROM audit_auditdelivery")[0][0] >= 3
+
+
+def test_a_traced_task_is_one_trace_from_its_sender_through_the_worker_to_the_authority(
+    database_url, tmp_path
+):
+    authority = ChittyIDAuthorityServer().start()
+    authority.behaviours["CHITTY-PEO-REMOTE-1"] = "valid"
+    with OtlpReceiver() as otlp:
+        try:
+            env = process_env(
+                database_url,
+                tmp_path,
+                CHITTYID_ENDPOINT=authority.url,
+                CHITTYID_API_KEY=authority.api_key,
+                OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url,
+                OTEL_BSP_SCHEDULE_DELAY="100",
+            )
+            run_here(env, "seed_remote_identity")
+            queue = f"jobs-test-{uuid.uuid4().hex[:8]}"
+            log = tmp_path / "worker.log"
+            prefork = [arg if arg != "solo" else "prefork" for arg in worker_args(queue)] + [
+                "--concurrency",
+                "1",
+            ]
+            with celery(env, log, *prefork) as worker:
+                run_here(env, "send_revalidation_traced", queue)
+                authority_call = wait_until_found(
+                    lambda: next((span for span in otlp.spans if span.kind == "CLIENT"), None),
+                    [worker],
+                    [log],
+                )
+        finally:
+            authority.stop()
+
+    trace = otlp.in_trace(authority_call.trace_id)
+    kinds = {span.kind: span for span in trace}
+    assert {"PRODUCER", "CONSUMER", "CLIENT"} <= set(kinds)
+    assert kinds["CONSUMER"].name == "run/jobs.revalidate_identities"
+    assert kinds["CONSUMER"].parent_id == kinds["PRODUCER"].span_id
+    assert authority_call.parent_id == kinds["CONSUMER"].span_id
+    assert authority.requests[0]["traceparent"].split("-")[1] == authority_call.trace_id
 
 
 def test_migrate_installs_the_default_schedules(database_url):

@@ -13,6 +13,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from kernel.errors import ServiceError
+from kernel.tracing import start_tracing
 from keys.services import start_usage_writer
 from mcp_endpoint.connections import LiveConnection
 from mcp_endpoint.server import current_caller_source, jsonrpc_error, mcp_server, not_a_message
@@ -78,6 +79,7 @@ class Command(BaseCommand):
                 f"{CREDENTIAL_VARIABLE} is not set: export the API key this MCP server acts as"
             )
         start_usage_writer()
+        start_tracing()
         try:
             connection = LiveConnection.open(
                 credential, AuthSession.Channel.MCP_STDIO, user_agent="mcp-stdio"
