@@ -263,9 +263,16 @@ class AuditDeadLetterAdmin(ReadOnlyAdmin):
             return "-"
         return format_html('<a href="{}">#{}</a>', event_url(letter.event), letter.event.sequence)
 
+    def has_view_permission(self, request: HttpRequest, obj: AuditDeadLetter | None = None) -> bool:
+        # `audit:read` alone: Django would also show them to whoever may change them (`audit:export`).
+        return request.user.has_perm("audit.view_auditdeadletter")
+
     def has_change_permission(self, request: HttpRequest, obj: AuditDeadLetter | None = None) -> bool:
-        # Changing a dead letter means only queueing it again; its fields stay as the export run left them.
-        return super().has_change_permission(request, obj) and obj is None
+        # Changing a dead letter means only queueing it again, for staff who see them; its fields stay as the
+        # export run left them.
+        return (
+            obj is None and super().has_change_permission(request, obj) and self.has_view_permission(request)
+        )
 
     @admin.action(description="Send again on the next export run", permissions=("change",))
     def send_again(self, request: HttpRequest, queryset) -> None:

@@ -7,8 +7,8 @@ with a lease (one compare-and-set UPDATE), sends what follows it in batches and 
 sink accepted, so a sink that is down, or a worker killed mid-run, resumes from there: what was sent but not yet
 confirmed is sent again (receivers drop repeats by the CloudEvent `id`). A failure that can pass (a timeout, a
 5xx, 429) backs the sink off, doubling up to `AUDIT_EXPORT_RETRY_MAX_SECONDS`; an item the sink refuses for
-good (400, 413, 415, 422) is set aside as a dead letter, with an `audit.export_dead_lettered` event, so the ones after
-it still flow. Staff send dead letters again from the admin; those go out on the next run, out of order.
+good (400, 413, 415, 422) while it takes others is set aside as a dead letter, with an `audit.export_dead_lettered`
+event, so the ones after it still flow. Staff send dead letters again from the admin; those go out on the next run, out of order.
 """
 
 import logging
@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -99,10 +99,16 @@ def _deliver_to(sink: Sink) -> SinkRun:
     except _LeaseLost:
         run.state = "lease_lost"
     finally:
-        AuditDelivery.objects.filter(sink=sink.name, lease_owner=owner).update(
-            lease_owner="", leased_until=None
-        )
+        _release_lease(sink.name, owner)
     return run
+
+
+def _release_lease(sink: str, owner: str) -> None:
+    """A lease that cannot be given back (the database went away mid-run) runs out by itself."""
+    try:
+        AuditDelivery.objects.filter(sink=sink, lease_owner=owner).update(lease_owner="", leased_until=None)
+    except DatabaseError:
+        logger.warning("Audit export to %s: could not release the lease; it expires by itself", sink)
 
 
 def _take_lease(sink: str, owner: str) -> bool:
@@ -141,22 +147,63 @@ def _position(item: _Item) -> tuple[int, int, int]:
 
 
 def _send_batch(sink: Sink, owner: str, batch: list[_Item], run: SinkRun) -> None:
+    _renew_lease(sink.name, owner)
     try:
         sink.send([item.cloudevent for item in batch])
     except DeliveryFailed as failure:
         if not failure.permanent:
             raise
-        if len(batch) > 1:  # find the ones refused: send each alone
-            for item in batch:
-                _send_batch(sink, owner, [item], run)
-            return
-        _dead_letter(sink.name, owner, batch[0], failure.reason)
-        run.dead_lettered += 1
-        AUDIT_EXPORTS.labels(sink.name, "dead_lettered").inc()
+        _send_one_by_one(sink, owner, batch, run, failure)
         return
-    _advance(sink.name, owner, batch)
+    _delivered(sink.name, owner, batch, run)
+
+
+def _send_one_by_one(
+    sink: Sink, owner: str, batch: list[_Item], run: SinkRun, refusal: DeliveryFailed
+) -> None:
+    """The sink refused the batch for good: send each item alone to find the ones it refuses. Those become dead
+    letters only once the sink has taken another item: a sink that refuses everything (a receiver that cannot
+    check our signature may answer 400 to all) is failing, not judging events, and backs off with nothing set
+    aside, so it can never turn the trail into dead letters."""
+    took_one, refused_so_far = False, []
+    for item in batch if len(batch) > 1 else ():
+        _renew_lease(sink.name, owner)
+        try:
+            sink.send([item.cloudevent])
+        except DeliveryFailed as failure:
+            if not failure.permanent:
+                raise
+            refused_so_far.append((item, failure.reason))
+            if took_one:
+                _dead_letters(sink.name, owner, refused_so_far, run)
+                refused_so_far = []
+            continue
+        took_one = True
+        _dead_letters(sink.name, owner, refused_so_far, run)
+        refused_so_far = []
+        _delivered(sink.name, owner, [item], run)
+    if not took_one:
+        raise DeliveryFailed(f"{refusal.reason} for every item", permanent=False)
+
+
+def _delivered(sink: str, owner: str, batch: list[_Item], run: SinkRun) -> None:
+    _advance(sink, owner, batch)
     run.delivered += len(batch)
-    AUDIT_EXPORTS.labels(sink.name, "delivered").inc(len(batch))
+    AUDIT_EXPORTS.labels(sink, "delivered").inc(len(batch))
+
+
+def _dead_letters(sink: str, owner: str, refused: list[tuple[_Item, str]], run: SinkRun) -> None:
+    for item, reason in refused:
+        _dead_letter(sink, owner, item, reason)
+        run.dead_lettered += 1
+        AUDIT_EXPORTS.labels(sink, "dead_lettered").inc()
+
+
+def _renew_lease(sink: str, owner: str) -> None:
+    """Before every send: a run whose lease ran out (and may have been taken over) must not send again."""
+    renewed = AuditDelivery.objects.filter(sink=sink, lease_owner=owner, leased_until__gt=timezone.now())
+    if not renewed.update(leased_until=timezone.now() + timedelta(seconds=_lease_seconds())):
+        raise _LeaseLost
 
 
 def _advance(sink: str, owner: str, batch: list[_Item], **also: Any) -> None:
@@ -194,8 +241,12 @@ def _dead_letter(sink: str, owner: str, item: _Item, reason: str) -> None:
 
 
 def _send_requested_dead_letters(sink: Sink, owner: str, run: SinkRun) -> None:
+    """At most a batch's worth per run, so a large selection does not hold the run (and its lease) for long."""
     letters = AuditDeadLetter.objects.filter(sink=sink.name, redeliver_requested_at__isnull=False)
-    for letter in letters.select_related("event", "checkpoint").order_by("pk"):
+    for letter in letters.select_related("event", "checkpoint").order_by("pk")[
+        : settings.AUDIT_EXPORT_BATCH_SIZE
+    ]:
+        _renew_lease(sink.name, owner)
         if letter.event is not None:
             cloudevent = event_as_cloudevent(letter.event)
         else:

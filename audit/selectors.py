@@ -47,10 +47,8 @@ def last_checkpoint_sequence() -> int:
     return AuditCheckpoint.objects.aggregate(sequence=Max("sequence"))["sequence"] or 0
 
 
-def export_pending_by_sink() -> dict[str, int]:
-    """Events recorded but not yet delivered, per export sink that has run."""
+def export_pending_by_sink(sinks: list[str]) -> dict[str, int]:
+    """Events recorded but not yet delivered, per configured export sink (all of them, before its first run)."""
     head = chain_length()
-    return {
-        sink: max(head - delivered, 0)
-        for sink, delivered in AuditDelivery.objects.values_list("sink", "delivered_sequence")
-    }
+    delivered = dict(AuditDelivery.objects.filter(sink__in=sinks).values_list("sink", "delivered_sequence"))
+    return {sink: max(head - delivered.get(sink, 0), 0) for sink in sinks}

@@ -56,6 +56,14 @@ def configured_sinks() -> list[Sink]:
     return sinks
 
 
+def configured_sink_names() -> list[str]:
+    return [
+        name
+        for name, url in ((WEBHOOK, settings.AUDIT_WEBHOOK_URL), (SYSLOG, settings.AUDIT_SYSLOG_URL))
+        if url
+    ]
+
+
 class WebhookSink:
     """One HTTPS POST per batch (`application/cloudevents-batch+json`), signed as Standard Webhooks specifies
     (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>`), so receivers verify it
@@ -66,11 +74,18 @@ class WebhookSink:
     def __init__(self, url: str, secret: str) -> None:
         self._url = url
         self._key = base64.b64decode(secret.removeprefix("whsec_"))
-        self._client = httpx.Client(timeout=settings.AUDIT_EXPORT_TIMEOUT_SECONDS, follow_redirects=False)
+        # The system's CAs (and SSL_CERT_FILE), as for syslog over TLS; not httpx's own bundle.
+        self._client = httpx.Client(
+            timeout=settings.AUDIT_EXPORT_TIMEOUT_SECONDS,
+            follow_redirects=False,
+            verify=ssl.create_default_context(),
+        )
 
     def send(self, cloudevents: list[dict[str, Any]]) -> None:
         body = json.dumps(cloudevents, separators=(",", ":"), ensure_ascii=False).encode()
-        message_id = f"msg_{cloudevents[0]['id']}_{cloudevents[-1]['id']}"
+        # The receiver's idempotency key: the same items in the same order, and only those, have the same id.
+        ids = ",".join(cloudevent["id"] for cloudevent in cloudevents)
+        message_id = "msg_" + hashlib.sha256(ids.encode()).hexdigest()[:32]
         timestamp = str(int(time.time()))
         signature = hmac.new(self._key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
         headers = {
@@ -80,12 +95,12 @@ class WebhookSink:
             "webhook-signature": "v1," + base64.b64encode(signature).decode(),
         }
         try:
-            response = self._client.post(self._url, content=body, headers=headers)
+            with self._client.stream("POST", self._url, content=body, headers=headers) as response:
+                status = response.status_code  # the answer's body is never read: only its status counts
         except httpx.HTTPError as exc:
             raise DeliveryFailed(type(exc).__name__, permanent=False) from None
-        if response.is_success:
+        if 200 <= status < 300:
             return
-        status = response.status_code
         raise DeliveryFailed(f"HTTP {status}", permanent=status in REFUSED_FOR_GOOD)
 
     def close(self) -> None:
@@ -112,7 +127,7 @@ class SyslogSink:
         try:
             with self._connection(timeout) as connection:
                 connection.sendall(frames)
-                _close_and_wait_for_the_receiver(connection)
+                _close_and_wait_for_the_receiver(connection, time.monotonic() + timeout)
         except ssl.SSLCertVerificationError:
             raise DeliveryFailed("TLS certificate not trusted", permanent=False) from None
         except OSError as exc:
@@ -154,13 +169,14 @@ def _octet_counted(message: bytes) -> bytes:
     return str(len(message)).encode() + b" " + message
 
 
-def _close_and_wait_for_the_receiver(connection: socket.socket) -> None:
-    """Say we are done, then wait (within the socket's timeout) until the receiver closes its side too."""
+def _close_and_wait_for_the_receiver(connection: socket.socket, deadline: float) -> None:
+    """Say we are done, then wait until the receiver closes its side too. Over TLS only its close_notify counts:
+    a connection dropped without one (ssl.SSLEOFError, an OSError) says nothing about what it read."""
     if isinstance(connection, ssl.SSLSocket):
-        try:
-            connection = connection.unwrap()
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            return
+        with contextlib.suppress(ssl.SSLZeroReturnError):  # its close_notify came first
+            connection.unwrap()
+        return
     connection.shutdown(socket.SHUT_WR)
     while connection.recv(4096):
-        pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the collector kept the connection open")

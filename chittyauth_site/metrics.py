@@ -23,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from audit.selectors import chain_length, export_pending_by_sink, last_checkpoint_sequence
+from audit.sinks import configured_sink_names
 from grants.checks import authorize
 from sessions.services import count_live_sessions
 
@@ -67,10 +68,10 @@ class ServiceStateCollector:
 def _export_pending() -> GaugeMetricFamily:
     pending = GaugeMetricFamily(
         "chittyauth_audit_export_pending",
-        "Audit events recorded but not yet delivered, per export sink that has run.",
+        "Audit events recorded but not yet delivered, per configured export sink.",
         labels=["sink"],
     )
-    for sink, count in export_pending_by_sink().items():
+    for sink, count in export_pending_by_sink(configured_sink_names()).items():
         pending.add_metric([sink], count)
     return pending
 

@@ -389,11 +389,6 @@ AUDIT_EXPORT_TIMEOUT_SECONDS = env_float("AUDIT_EXPORT_TIMEOUT_SECONDS", 10.0)
 # After a failed delivery a sink waits this long, doubling with each failure in a row up to the maximum.
 AUDIT_EXPORT_RETRY_SECONDS = env_float("AUDIT_EXPORT_RETRY_SECONDS", 5.0)
 AUDIT_EXPORT_RETRY_MAX_SECONDS = env_float("AUDIT_EXPORT_RETRY_MAX_SECONDS", 600.0)
-if min(AUDIT_EXPORT_TIMEOUT_SECONDS, AUDIT_EXPORT_RETRY_MAX_SECONDS) <= 0 or AUDIT_EXPORT_RETRY_SECONDS < 0:
-    raise ImproperlyConfigured(
-        "AUDIT_EXPORT_TIMEOUT_SECONDS and AUDIT_EXPORT_RETRY_MAX_SECONDS must be above 0, "
-        "AUDIT_EXPORT_RETRY_SECONDS at least 0"
-    )
 
 # OpenTelemetry traces (chittyauth_site/tracing.py): on when an OTLP endpoint is set, unless OTEL_SDK_DISABLED.
 # Every other OTEL_* variable (headers, service name, sampler, batch delays) is read by the SDK itself.

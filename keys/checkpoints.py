@@ -19,7 +19,7 @@ import jwt
 from django.db import transaction
 from django.utils import timezone
 
-from audit.models import AuditCheckpoint, AuditEvent
+from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from audit.services import ChainVerdict, chain_head, record, verify_chain
 from kernel.callers import Caller
 from kernel.errors import Conflict, ValidationFailed
@@ -46,6 +46,10 @@ def sign_checkpoint(caller: Caller) -> AuditCheckpoint | None:
     own `audit.checkpoint` event follows the head it signs. `CHAIN_REWRITTEN` (recorded, logged as an error)
     when the chain no longer runs unbroken from the previous checkpoint."""
     with transaction.atomic():
+        # Hold the chain still until this checkpoint and its event commit: two signers at once then commit in
+        # turn, so checkpoints are numbered in the order of the heads they sign (audit export relies on it),
+        # and each one's event lands right after the head it signs.
+        AuditChainHead.objects.select_for_update().filter(pk=1).first()
         if chain_head()[0] == 0:
             return None
         active = signing_key_for_issuing()  # the first one is created now, and its event is covered too

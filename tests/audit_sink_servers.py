@@ -1,9 +1,11 @@
 """Real loopback receivers for audit export, for tests: a webhook endpoint and a syslog collector.
 
 The webhook receiver answers from a script: `fail_first` answers with `failure_status` first, then 2xx; a
-batch holding a CloudEvent id in `refuse_ids` gets 422. Every request is recorded with its headers and raw
-body, and each accepted batch's CloudEvents in `accepted`. The syslog collector reads RFC 6587 octet-counted
-frames until the sender closes, then closes its side, as a collector does; over TLS when given a context.
+batch holding a CloudEvent id in `refuse_ids` gets 422, and every batch 400 with `refuse_everything`. Every
+request is recorded with its headers and raw body, and each accepted batch's CloudEvents in `accepted`; HTTPS
+when given a TLS context. The syslog collector reads RFC 6587 octet-counted frames until the sender closes, then
+closes its side, as a collector does (over TLS when given a context), or drops each connection part way
+through with `drop_after`.
 """
 
 import json
@@ -26,10 +28,18 @@ class WebhookRequest:
 
 
 class WebhookReceiver:
-    def __init__(self, port: int = 0, *, fail_first: int = 0, failure_status: int = 503) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        fail_first: int = 0,
+        failure_status: int = 503,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.fail_first = fail_first
         self.failure_status = failure_status
         self.refuse_ids: set[str] = set()
+        self.refuse_everything = False
         self.requests: list[WebhookRequest] = []
         self.accepted: list[dict] = []
         receiver = self
@@ -51,8 +61,10 @@ class WebhookReceiver:
                 self.end_headers()
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/audit-hook"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/audit-hook"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def _answer(self, body: bytes) -> int:
@@ -60,6 +72,8 @@ class WebhookReceiver:
             self.fail_first -= 1
             return self.failure_status
         cloudevents = json.loads(body)
+        if self.refuse_everything:
+            return 400
         if any(cloudevent["id"] in self.refuse_ids for cloudevent in cloudevents):
             return 422
         self.accepted.extend(cloudevents)
@@ -77,6 +91,8 @@ class WebhookReceiver:
 @dataclass
 class SyslogCollector:
     tls: ssl.SSLContext | None = None
+    # Set: read this many bytes of each connection, then drop it (as a collector that crashes does).
+    drop_after: int | None = None
     frames: list[bytes] = field(default_factory=list)
     connections: int = 0
 
@@ -98,6 +114,9 @@ class SyslogCollector:
         try:
             if self.tls is not None:
                 connection = self.tls.wrap_socket(connection, server_side=True)
+            if self.drop_after is not None:
+                connection.recv(self.drop_after)
+                return
             stream = connection.makefile("rb")
             while length := _frame_length(stream):
                 self.frames.append(stream.read(length))

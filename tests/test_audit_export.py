@@ -5,7 +5,6 @@ import base64
 import datetime as dt
 import ipaddress
 import json
-import os
 import re
 import ssl
 import threading
@@ -98,6 +97,9 @@ def test_a_webhook_that_fails_at_first_gets_every_event_in_order_signed(webhook,
 
     assert [run["state"] for runs in history[:3] for run in runs] == ["failed"] * 3
     assert event_ids(receiver.accepted) == all_sequences()
+    # The same items in the same order carry the same webhook-id (the receiver's idempotency key); others do not.
+    ids = [request.headers["webhook-id"] for request in receiver.requests]
+    assert len(set(ids[:4])) == 1 and len(set(ids[3:])) == len(ids[3:]) == 3
     verifier = Webhook(SECRET)
     for request in receiver.requests:
         assert request.headers["content-type"] == "application/cloudevents-batch+json"
@@ -112,7 +114,7 @@ def test_a_webhook_that_fails_at_first_gets_every_event_in_order_signed(webhook,
         assert current["data"]["prev_hash"] == previous["data"]["hash"]
     delivery = AuditDelivery.objects.get(sink="webhook")
     assert (delivery.delivered_sequence, delivery.failures_in_a_row, delivery.last_error) == (24, 0, "")
-    assert export_pending_by_sink() == {"webhook": 0}
+    assert export_pending_by_sink(["webhook"]) == {"webhook": 0}
 
 
 def test_a_tampered_signature_is_caught_by_the_receivers_library(webhook):
@@ -120,6 +122,7 @@ def test_a_tampered_signature_is_caught_by_the_receivers_library(webhook):
     with webhook(WebhookReceiver()) as receiver:
         export_until_caught_up()
     request = receiver.requests[0]
+    Webhook(SECRET).verify(request.body, request.headers)
     forged = request.body.replace(b'"outcome":"success"', b'"outcome":"denied"')
     assert forged != request.body
     with pytest.raises(Exception, match="No matching signature"):
@@ -137,7 +140,7 @@ def test_a_webhook_down_for_the_whole_run_loses_nothing_once_it_is_back(webhook,
         assert (run["state"], run["delivered"], run["error"]) == ("failed", 0, "ConnectError")
     delivery = AuditDelivery.objects.get(sink="webhook")
     assert (delivery.delivered_sequence, delivery.failures_in_a_row) == (0, 3)
-    assert export_pending_by_sink() == {"webhook": 5}
+    assert export_pending_by_sink(["webhook", "syslog"]) == {"webhook": 5, "syslog": 5}
     assert "hook-password" not in caplog.text and "hook-password" not in delivery.last_error
 
     record_events(2)  # recorded while the receiver is down
@@ -316,7 +319,55 @@ def test_syslog_over_tls_checks_the_collectors_certificate(settings, tmp_path, m
         export_until_caught_up()
 
     assert [json.loads(frame["msg"])["id"] for frame in parsed_frames(collector)] == all_sequences()
-    assert "SSL_CERT_FILE" in os.environ
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_a_collector_that_drops_the_connection_has_not_received_the_batch(
+    settings, tmp_path, monkeypatch, tls
+):
+    record_events(3)
+    server_context = None
+    if tls:
+        certificate, key = self_signed_certificate(tmp_path)
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(certificate, key)
+        monkeypatch.setenv("SSL_CERT_FILE", certificate)
+    with SyslogCollector(tls=server_context, drop_after=10) as collector:
+        settings.AUDIT_SYSLOG_URL = f"{'tls' if tls else 'tcp'}://127.0.0.1:{collector.port}"
+        (run,) = run_export()
+    assert (run["state"], run["delivered"]) == ("failed", 0)
+    assert AuditDelivery.objects.get(sink="syslog").delivered_sequence == 0
+
+
+def test_a_webhook_over_https_is_checked_against_the_trusted_cas(webhook, tmp_path, monkeypatch):
+    certificate, key = self_signed_certificate(tmp_path)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(certificate, key)
+    record_events(2)
+    with webhook(WebhookReceiver(tls=server_context)) as receiver:
+        assert receiver.url.startswith("https://")
+        (untrusted,) = run_export()
+        assert (untrusted["state"], untrusted["error"]) == ("failed", "ConnectError")
+        monkeypatch.setenv("SSL_CERT_FILE", certificate)
+        export_until_caught_up()
+    assert event_ids(receiver.accepted) == all_sequences()
+
+
+def test_a_receiver_that_refuses_everything_backs_off_and_sets_nothing_aside(webhook, settings):
+    """A receiver that cannot check our signature may answer 400 to all: that must not empty the trail into
+    dead letters (nor make the dead-letter events that would record it, without end)."""
+    settings.AUDIT_EXPORT_BATCH_SIZE = 5
+    record_events(8)
+    receiver = webhook(WebhookReceiver())
+    receiver.refuse_everything = True
+    with receiver:
+        runs = [run_export()[0] for _ in range(3)]
+        assert [run["error"] for run in runs] == ["HTTP 400 for every item"] * 3
+        assert not AuditDeadLetter.objects.exists() and AuditEvent.objects.count() == 8
+        assert AuditDelivery.objects.get(sink="webhook").delivered_sequence == 0
+        receiver.refuse_everything = False
+        export_until_caught_up()
+    assert event_ids(receiver.accepted) == all_sequences()
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,13 @@ def test_sending_audit_export_dead_letters_again_needs_audit_export(auditor):
     assert letter.redeliver_requested_at is not None
 
 
+def test_audit_export_alone_does_not_show_the_dead_letters(auditor):
+    grant("audit:export")
+    client = console_for(auditor)
+    assert client.get(DEAD_LETTERS).status_code == 403
+    assert "audit.auditdeadletter" not in listed_models(client)
+
+
 def test_django_model_permissions_and_groups_give_a_staff_login_nothing(auditor):
     everything = Permission.objects.all()
     auditor.user_permissions.add(*everything)
