@@ -28,6 +28,7 @@ api_v1 = [
     path("keys", keys_api.ApiKeyListView.as_view(), name="keys"),
     path("keys/validate", keys_api.ApiKeyValidateView.as_view(), name="key-validate"),
     path("keys/<str:key_id>", keys_api.ApiKeyDetailView.as_view(), name="key"),
+    path("keys/<str:key_id>/usage", keys_api.ApiKeyUsageView.as_view(), name="key-usage"),
     path("keys/<str:key_id>/revoke", keys_api.ApiKeyRevokeView.as_view(), name="key-revoke"),
     path("keys/<str:key_id>/rotate", keys_api.ApiKeyRotateView.as_view(), name="key-rotate"),
     path("tokens", keys_api.TokenGenerateView.as_view(), name="tokens"),

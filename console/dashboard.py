@@ -22,12 +22,12 @@ from identities import authority
 from identities.models import Identity
 from jobs.models import JobRun
 from keys.models import ApiKey
+from keys.verification_history import hourly_verifications
 from sessions.models import AuthSession
 
 HOURS = 24
-# Successful validations are counted on each key, not audited one by one, so they cannot be put on an hourly
-# axis. Opened sessions are audited: every credential opens one on first use and again after SESSION_TIMEOUT
-# of silence, which makes them an honest hourly measure of activity.
+# Opened sessions are audited: every credential opens one on first use and again after SESSION_TIMEOUT of
+# silence, which makes them an honest hourly measure of activity (verifications have a chart of their own).
 ACTIVITY_ACTION = "session.open"
 # Rejected bearer credentials, failed admin logins, and keys or tokens a relying service asked about in vain.
 FAILED_AUTHENTICATION = Q(action__in=("auth.failed", "staff.login_failed")) | Q(
@@ -83,9 +83,9 @@ def _axis_top(largest: int) -> int:
     return largest
 
 
-def activity_chart(buckets: list[HourBucket]) -> dict:
-    """Geometry for the inline SVG bar chart: two bars per hour on a shared scale."""
-    top = _axis_top(max([b.sessions_opened for b in buckets] + [b.failed_authentications for b in buckets]))
+def bar_chart(starts: list[datetime], first: list[int], second: list[int]) -> dict:
+    """Geometry for an inline SVG bar chart (`admin/bar_chart.html`): two bars per hour on a shared scale."""
+    top = _axis_top(max(first + second))
     bottom = CHART_TOP + CHART_HEIGHT
 
     def bar(value: int, x: int) -> dict:
@@ -93,15 +93,15 @@ def activity_chart(buckets: list[HourBucket]) -> dict:
         return {"x": x, "y": bottom - height, "height": height, "value": value}
 
     hours = []
-    for index, bucket in enumerate(buckets):
+    for index, start in enumerate(starts):
         left = CHART_LEFT + index * CHART_SLOT_WIDTH + 2
         hours.append(
             {
-                "bucket": bucket,
-                "opened": bar(bucket.sessions_opened, left),
-                "failed": bar(bucket.failed_authentications, left + CHART_BAR_WIDTH + 1),
+                "start": start,
+                "first": bar(first[index], left),
+                "second": bar(second[index], left + CHART_BAR_WIDTH + 1),
                 "label_x": left + CHART_BAR_WIDTH,
-                "labelled": index % 6 == 0 or index == len(buckets) - 1,
+                "labelled": index % 6 == 0 or index == len(starts) - 1,
             }
         )
     gridlines = [
@@ -111,11 +111,34 @@ def activity_chart(buckets: list[HourBucket]) -> dict:
     return {
         "hours": hours,
         "gridlines": gridlines,
-        "width": CHART_LEFT + len(buckets) * CHART_SLOT_WIDTH + 4,
+        "width": CHART_LEFT + len(starts) * CHART_SLOT_WIDTH + 4,
         "height": bottom + 22,
         "left": CHART_LEFT,
         "bottom": bottom,
         "bar_width": CHART_BAR_WIDTH,
+    }
+
+
+def activity_chart(buckets: list[HourBucket]) -> dict:
+    return bar_chart(
+        [bucket.start for bucket in buckets],
+        [bucket.sessions_opened for bucket in buckets],
+        [bucket.failed_authentications for bucket in buckets],
+    )
+
+
+def verifications_panel(now: datetime) -> dict:
+    """Credential verifications per hour, the figures of `chittyauth_credential_verifications_total`, as the
+    processes have written them (`keys.verification_history`)."""
+    first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS - 1)
+    hours = hourly_verifications(first_hour, HOURS)
+    return {
+        "chart": bar_chart(
+            [hour.start for hour in hours], [hour.valid for hour in hours], [hour.failed for hour in hours]
+        ),
+        "valid": sum(hour.valid for hour in hours),
+        "failed": sum(hour.failed for hour in hours),
+        "write_seconds": settings.API_KEY_USAGE_WRITE_SECONDS,
     }
 
 
@@ -170,6 +193,7 @@ def dashboard_panels(user, now: datetime) -> dict:
         panels["identities"] = identity_counts()
     if user.has_perm("keys.view_apikey"):
         panels["keys"] = key_counts(now)
+        panels["verifications"] = verifications_panel(now)
     if user.has_perm("auth_sessions.view_authsession"):
         panels["sessions"] = session_counts(now)
     if user.has_perm("audit.view_auditevent"):

@@ -31,7 +31,8 @@ from kernel.callers import Caller
 from kernel.errors import AuthorityUnavailable, Conflict
 from kernel.invalidation import invalidate, session_topic
 from kernel.metrics import JOB_RUN_DURATION, JOB_RUNS
-from keys.models import ApiKey, RevokedToken
+from keys.models import ApiKey, RevokedToken, VerificationHour
+from keys.verification_history import HISTORY_DAYS
 from principals.services import suspend_identity
 from sessions.models import AuthSession
 from sessions.services import close_live_connections
@@ -62,6 +63,7 @@ class CleanupReport:
     grants_deleted: int = 0
     sessions_deleted: int = 0
     job_runs_deleted: int = 0
+    verification_hours_deleted: int = 0
 
     def counts(self) -> dict[str, int]:
         return {name: value for name, value in asdict(self).items() if name != "run_id"}
@@ -75,7 +77,8 @@ class CleanupReport:
             f"sessions; deleted {self.revoked_tokens_deleted} expired revoked-token entries, "
             f"{self.api_keys_deleted} API keys, {self.grants_deleted} grants, {self.sessions_deleted} "
             f"sessions and {self.job_runs_deleted} job runs past the {settings.CLEANUP_RETENTION_DAYS}-day "
-            "retention."
+            f"retention, and {self.verification_hours_deleted} hourly verification counts older than "
+            f"{HISTORY_DAYS} days."
         )
 
 
@@ -230,6 +233,11 @@ def _clean(report: CleanupReport, caller: Caller, progress: Progress | None) -> 
     report.grants_deleted = purge(Grant, lapsed, "old grants deleted")
     report.sessions_deleted = purge(AuthSession, Q(ended_at__lt=retained_since), "old sessions deleted")
     report.job_runs_deleted = purge(JobRun, Q(started_at__lt=retained_since), "old job runs deleted")
+    report.verification_hours_deleted = purge(
+        VerificationHour,
+        Q(hour__lt=now - timedelta(days=HISTORY_DAYS)),
+        f"hourly verification counts older than {HISTORY_DAYS} days deleted",
+    )
 
 
 def _in_batches(

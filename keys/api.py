@@ -88,6 +88,36 @@ class ApiKeyDetailView(APIView):
         return Response(ApiKeySerializer(services.get_api_key(request.auth, key_id)).data)
 
 
+KEY_USAGE = inline_serializer(
+    "KeyUsage",
+    {
+        "key_id": serializers.CharField(),
+        "hours": inline_serializer(
+            "KeyUsageHour",
+            {
+                "hour": serializers.DateTimeField(),
+                "outcomes": serializers.DictField(child=serializers.IntegerField()),
+            },
+            many=True,
+        ),
+    },
+)
+
+
+class ApiKeyUsageView(APIView):
+    """Verifications of the key per hour and outcome code, last 30 days (hours without any left out)."""
+
+    @extend_schema(responses=KEY_USAGE)
+    def get(self, request: Request, key_id: str) -> Response:
+        hours = services.key_usage(request.auth, key_id)
+        return Response(
+            {
+                "key_id": key_id,
+                "hours": [{"hour": row["hour"].isoformat(), "outcomes": row["outcomes"]} for row in hours],
+            }
+        )
+
+
 class ApiKeyRevokeView(APIView):
     @extend_schema(request=RevokeKeySerializer, responses=ApiKeySerializer)
     def post(self, request: Request, key_id: str) -> Response:

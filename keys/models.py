@@ -78,3 +78,25 @@ class RevokedToken(models.Model):
 
     def __str__(self) -> str:
         return self.jti
+
+
+class VerificationHour(models.Model):
+    """How many verifications, of one credential type with one outcome, one hour saw; per API key where the key
+    is known (`key_id` blank for JWTs and for keys too malformed to name one). Written by `keys.verification_history`."""
+
+    hour = models.DateTimeField()
+    credential_type = models.CharField(max_length=16)
+    outcome = models.CharField(max_length=40)
+    key_id = models.CharField(max_length=64, blank=True)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "credential_type", "outcome", "key_id"], name="one_count_per_hour_and_outcome"
+            )
+        ]
+        indexes = [models.Index(fields=["key_id", "hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00 {self.credential_type} {self.outcome}: {self.count}"

@@ -33,6 +33,7 @@ from keys.usage import flush_usage as flush_usage
 from keys.usage import start_usage_writer as start_usage_writer
 from keys.verification import KeyVerification, evaluate_api_key
 from keys.verification import verify_api_key as verify_api_key
+from keys.verification_history import HISTORY_DAYS, key_outcomes_by_hour
 from principals.services import resolve_principal
 
 logger = logging.getLogger(__name__)
@@ -274,6 +275,18 @@ def get_api_key(caller: Caller, key_id: str) -> ApiKey:
     api_key = _get_key(key_id)
     _authorize_key_access(caller, api_key)
     return api_key
+
+
+def key_usage(caller: Caller, key_id: str) -> list[dict]:
+    """A key's verifications per hour and outcome over the last `HISTORY_DAYS` days, oldest first, as far as
+    the processes have written them (at most `API_KEY_USAGE_WRITE_SECONDS` behind): your own key freely,
+    anyone else's with `api_keys:manage`."""
+    api_key = get_api_key(caller, key_id)
+    since = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(days=HISTORY_DAYS)
+    hours: dict[datetime, dict[str, int]] = {}
+    for row in key_outcomes_by_hour(api_key.key_id, since):
+        hours.setdefault(row["hour"], {})[row["outcome"]] = row["count"]
+    return [{"hour": hour, "outcomes": outcomes} for hour, outcomes in hours.items()]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from keys.token_format import (
     audience,
     issuer,
 )
+from keys.verification_history import count_verification
 
 
 class Rejected(Exception):
@@ -213,6 +214,7 @@ def verify_jwt(token: str) -> TokenVerification:
     changed. Counted in the metrics by its code."""
     verification = _verify(token)
     counted_when_answered(CREDENTIAL_VERIFICATIONS, "jwt", verification.code)
+    count_verification("jwt", verification.code, None)
     return verification
 
 

@@ -21,6 +21,7 @@ from django.db.models.functions import Coalesce, Greatest
 
 from kernel.memory_only import needs_io, when_answered
 from keys.models import ApiKey
+from keys.verification_history import write_pending_hours
 
 logger = logging.getLogger(__name__)
 
@@ -132,25 +133,34 @@ _writing = (
 
 
 def _write_as_due() -> None:
+    hours_due = time.monotonic() + USAGE_FLUSH_INTERVAL_SECONDS
     while True:
         time.sleep(WRITER_TICK_SECONDS)
         try:
             with _writing:
                 with _usage_lock:
                     due = _take_due(time.monotonic())
+                if time.monotonic() >= hours_due:
+                    hours_due = time.monotonic() + USAGE_FLUSH_INTERVAL_SECONDS
+                    due_hours = write_pending_hours()
+                else:
+                    due_hours = 0
                 if due:
                     _write_uses(due)
+                if due or due_hours:
                     connection.close()  # this thread's own connection: it may sleep for a long time
         except Exception:  # the thread must outlive any one failure, or counts would wait for the next use
             logger.exception("The API key use writer failed; it goes on")
 
 
 def flush_usage() -> int:
-    """Write every pending use count now (for shutdown and tests); returns how many keys were written."""
+    """Write every pending use count and hourly verification count now (for shutdown and tests); returns how
+    many keys' use counts were written."""
     with _writing, _usage_lock:
         uses = dict(_pending_uses)
         _pending_uses.clear()
         _write_deadlines.clear()
+    write_pending_hours()
     if not uses or not _write_uses(uses):
         return 0
     return len(uses)

@@ -27,6 +27,7 @@ from keys.key_format import (
 )
 from keys.models import ApiKey
 from keys.usage import count_use
+from keys.verification_history import count_verification
 
 
 class VerificationCode(StrEnum):
@@ -203,6 +204,7 @@ def evaluate_api_key(raw: object, now: datetime) -> KeyVerification:
     """The answer about `raw` at `now`, counted in the metrics by its code."""
     verification = _evaluate(raw, now)
     counted_when_answered(CREDENTIAL_VERIFICATIONS, "api_key", verification.code)
+    count_verification("api_key", verification.code, verification.key_id)
     return verification
 
 

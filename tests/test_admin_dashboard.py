@@ -124,10 +124,10 @@ def test_the_chart_scales_bars_to_a_round_axis(db):
 
     top = chart["gridlines"][-1]["value"]
     assert top >= 10
-    assert chart["hours"][-1]["opened"]["height"] == round(10 / top * CHART_HEIGHT)
-    assert chart["hours"][-1]["failed"]["height"] == round(5 / top * CHART_HEIGHT)
-    assert chart["hours"][0]["opened"]["height"] == 0
-    assert chart["hours"][-1]["opened"]["y"] + chart["hours"][-1]["opened"]["height"] == chart["bottom"]
+    assert chart["hours"][-1]["first"]["height"] == round(10 / top * CHART_HEIGHT)
+    assert chart["hours"][-1]["second"]["height"] == round(5 / top * CHART_HEIGHT)
+    assert chart["hours"][0]["first"]["height"] == 0
+    assert chart["hours"][-1]["first"]["y"] + chart["hours"][-1]["first"]["height"] == chart["bottom"]
 
 
 def test_recent_failures_are_listed_newest_first_with_links(admin):

@@ -30,7 +30,7 @@ from jobs.schedules import CLEANUP_TASK, DEFAULT_SCHEDULES, REVALIDATE_TASK, ins
 from jobs.services import revalidate_identities, run_cleanup
 from kernel.callers import Caller
 from kernel.errors import PermissionDenied
-from keys.models import ApiKey, RevokedToken
+from keys.models import ApiKey, RevokedToken, VerificationHour
 from keys.services import generate_api_key, verify_api_key
 from sessions.models import AuthSession
 from sessions.services import open_session, session_group
@@ -242,6 +242,20 @@ def test_job_runs_past_the_retention_are_deleted(system_caller):
     assert exists(recent)
 
 
+def test_hourly_verification_counts_older_than_30_days_are_deleted(system_caller):
+    def hour(days: int) -> VerificationHour:
+        start = ago(days=days).replace(minute=0, second=0, microsecond=0)
+        return VerificationHour.objects.create(hour=start, credential_type="jwt", outcome="VALID", count=3)
+
+    old, kept = hour(31), hour(29)
+
+    report = run_cleanup(system_caller)
+
+    assert report.verification_hours_deleted == 1
+    assert not exists(old)
+    assert exists(kept)
+
+
 def test_the_retention_is_a_setting(make_identity, system_caller, job_settings):
     job_settings.CLEANUP_RETENTION_DAYS = 3
     (key,) = save(key_row(make_identity(), revoked_at=ago(days=4)))
@@ -425,6 +439,7 @@ def test_two_runs_at_once_act_on_each_row_once(make_identity, job_settings):
         "grants_deleted": 200,
         "sessions_deleted": 200,
         "job_runs_deleted": 0,
+        "verification_hours_deleted": 0,
     }
     assert not RevokedToken.objects.exists()
     assert not ApiKey.objects.exists()

@@ -1,5 +1,5 @@
-"""An API key's "last used" and use count reach the database within the documented bound on a live daphne,
-even when nothing else happens afterwards, and a clean stop writes what is pending."""
+"""An API key's "last used", use count and hourly verification counts reach the database within the documented
+bound on a live daphne, even when nothing else happens afterwards, and a clean stop writes what is pending."""
 
 import json
 import time
@@ -20,6 +20,16 @@ def stored_use(env: dict[str, str], key_id: str) -> dict:
     return json.loads(manage(env, "shell", "-v", "0", "-c", code).strip().splitlines()[-1])
 
 
+def stored_hours(env: dict[str, str], key_id: str) -> dict[str, int]:
+    """The key's hourly verification counts as the database holds them, by outcome."""
+    code = (
+        "import json; from keys.models import VerificationHour; "
+        f"rows = VerificationHour.objects.filter(key_id={key_id!r}); "
+        "print(json.dumps({row.outcome: row.count for row in rows}))"
+    )
+    return json.loads(manage(env, "shell", "-v", "0", "-c", code).strip().splitlines()[-1])
+
+
 def test_a_single_use_is_written_within_the_bound_with_no_further_traffic(tmp_path):
     with service_database(tmp_path) as (database_url, keys):
         env = base_env(
@@ -34,6 +44,10 @@ def test_a_single_use_is_written_within_the_bound_with_no_further_traffic(tmp_pa
                 assert time.monotonic() < deadline, "the use was never written while the server ran"
                 time.sleep(0.5)
             assert use == {"use_count": 1, "last_used_at": True}
+            while not (hours := stored_hours(env, alice["key_id"])):
+                assert time.monotonic() < deadline, "the hourly verification count was never written"
+                time.sleep(0.5)
+            assert hours == {"VALID": 1}
             assert server.process.poll() is None
 
 
@@ -48,3 +62,4 @@ def test_a_clean_stop_writes_the_uses_still_pending(tmp_path):
             assert server.stop() == 0, server.output()
 
         assert stored_use(env, alice["key_id"]) == {"use_count": 3, "last_used_at": True}
+        assert stored_hours(env, alice["key_id"]) == {"VALID": 3}
