@@ -11,9 +11,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from audit.masking import mask_secret_string, mask_secrets
 from audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
 from kernel import request_context
+from kernel.masking import mask_secret_string, mask_secrets
 from kernel.memory_only import needs_io
 
 

@@ -25,3 +25,11 @@ def _start_tracing(**kwargs) -> None:
     from kernel.tracing import start_tracing
 
     start_tracing()
+
+
+@signals.worker_process_shutdown.connect
+def _flush_traces(**kwargs) -> None:
+    """A prefork child leaves with os._exit, past the exit handlers that would export its last spans."""
+    from kernel.tracing import flush_traces
+
+    flush_traces()

@@ -9,8 +9,8 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from audit.masking import mask_secret_string
 from kernel import request_context
+from kernel.masking import mask_secret_string
 
 
 class RequestContextFilter(logging.Filter):

@@ -21,6 +21,8 @@ class ReceivedSpan:
     span_id: str
     parent_id: str
     attributes: dict
+    events: tuple  # (name, attributes) of each event, exceptions recorded on the span included
+    status_message: str
 
 
 def _value(any_value):
@@ -73,6 +75,10 @@ class OtlpReceiver:
                             span_id=span.span_id.hex(),
                             parent_id=span.parent_span_id.hex(),
                             attributes=_attributes(span.attributes),
+                            events=tuple(
+                                (event.name, _attributes(event.attributes)) for event in span.events
+                            ),
+                            status_message=span.status.message,
                         )
                     )
 

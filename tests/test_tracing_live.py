@@ -47,7 +47,13 @@ def test_one_trace_per_request_across_rest_mcp_and_the_authority(tmp_path):
         service_database(tmp_path) as (database_url, keys),
     ):
         env = authority_env(
-            database_url, authority, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url, OTEL_BSP_SCHEDULE_DELAY="100"
+            database_url,
+            authority,
+            OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url,
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            # Asking the instrumentations for the headers must not get them the credentials in there.
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST="authorization,cookie,x-request-id",
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST="authorization",
         )
         admin = keys[ADMIN]["key"]
         with daphne_server(env, tmp_path) as server, httpx.Client(base_url=server.url, timeout=30) as client:
@@ -57,6 +63,12 @@ def test_one_trace_per_request_across_rest_mcp_and_the_authority(tmp_path):
                 headers={"Authorization": f"Bearer {admin}"},
             )
             assert generated.status_code == 201, generated.text
+            # A key sent where its id belongs (a client's mistake) is in the path: not in the span.
+            misplaced = client.get(
+                f"/api/v1/keys/{keys[ALICE]['key']}/usage", headers={"Authorization": f"Bearer {admin}"}
+            )
+            assert misplaced.status_code == 404
+            assert client.get("/healthz").status_code == 200
 
             async def validate_over_mcp() -> None:
                 async with mcp_client(server, admin) as mcp:
@@ -89,8 +101,11 @@ def test_one_trace_per_request_across_rest_mcp_and_the_authority(tmp_path):
         chain.append(parent)
         parent = ancestors.get(parent, "")
     assert mcp_span.span_id in chain
+    assert rest_span.name == "POST"
+    assert not [span for span in otlp.spans if "/healthz" in repr(span.attributes)]
+    assert not [name for span in otlp.spans for name in span.attributes if ".header." in name]
     # Nothing secret and no query string in any span.
-    everything = repr([(span.name, span.attributes) for span in otlp.spans])
+    everything = repr([(span.name, span.attributes, span.events, span.status_message) for span in otlp.spans])
     for secret in (admin, keys[ALICE]["key"], authority.api_key, generated.json()["api_key"], PROBE):
         assert secret not in everything
 

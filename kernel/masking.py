@@ -1,4 +1,4 @@
-"""Masks secrets before anything reaches an audit record or a log line."""
+"""Masks secrets before anything reaches an audit record, a log line or a trace."""
 
 import re
 from typing import Any
