@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import partial
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 
@@ -102,8 +102,12 @@ def _write_uses(uses: dict[str, _PendingUse]) -> bool:
                     use_count=F("use_count") + use.count,
                     last_used_at=Greatest(Coalesce(F("last_used_at"), stamp), stamp),
                 )
-    except DatabaseError:
-        logger.warning("Could not record the use of %d API keys; keeping the counts to retry", len(uses))
+    except Exception as exc:  # noqa: BLE001 - the counts survive whatever failed (InterfaceError too)
+        logger.warning(
+            "Could not record the use of %d API keys (%s); keeping the counts to retry",
+            len(uses),
+            type(exc).__name__,
+        )
         now = time.monotonic()
         with _usage_lock:
             for key_id, use in uses.items():
@@ -140,15 +144,17 @@ def _write_as_due() -> None:
             with _writing:
                 with _usage_lock:
                     due = _take_due(time.monotonic())
-                if time.monotonic() >= hours_due:
+                write_hours = time.monotonic() >= hours_due
+                if write_hours:
                     hours_due = time.monotonic() + USAGE_FLUSH_INTERVAL_SECONDS
-                    due_hours = write_pending_hours()
-                else:
-                    due_hours = 0
-                if due:
-                    _write_uses(due)
-                if due or due_hours:
-                    connection.close()  # this thread's own connection: it may sleep for a long time
+                try:
+                    if due:
+                        _write_uses(due)
+                    if write_hours:
+                        write_pending_hours()
+                finally:
+                    if due or write_hours:
+                        connection.close()  # this thread's own connection: it may sleep for a long time
         except Exception:  # the thread must outlive any one failure, or counts would wait for the next use
             logger.exception("The API key use writer failed; it goes on")
 
@@ -156,11 +162,13 @@ def _write_as_due() -> None:
 def flush_usage() -> int:
     """Write every pending use count and hourly verification count now (for shutdown and tests); returns how
     many keys' use counts were written."""
-    with _writing, _usage_lock:
-        uses = dict(_pending_uses)
-        _pending_uses.clear()
-        _write_deadlines.clear()
-    write_pending_hours()
-    if not uses or not _write_uses(uses):
+    with _writing:
+        with _usage_lock:
+            uses = dict(_pending_uses)
+            _pending_uses.clear()
+            _write_deadlines.clear()
+        write_pending_hours()
+        written = bool(uses) and _write_uses(uses)
+    if not written:
         return 0
     return len(uses)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F, Q, Sum
+from django.db import connection, transaction
+from django.db.models import Q, Sum
 
 from kernel.memory_only import when_answered
 from keys.models import VerificationHour
@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 HISTORY_DAYS = 30
 VALID = "VALID"
+UPSERT_ROWS = 500  # rows per statement: well within SQLite's and PostgreSQL's parameter limits
 
 _Slot = tuple[int, str, str, str]  # hour number since the epoch, credential type, outcome, key id
 _pending: Counter[_Slot] = Counter()
@@ -38,7 +39,8 @@ def _count(slot: _Slot) -> None:
 
 
 def write_pending_hours() -> int:
-    """Add what was counted since the last write to the database; on failure keep it for the next one."""
+    """Add what was counted since the last write to the database, a few statements for any number of keys; on
+    any failure keep it for the next write."""
     with _pending_lock:
         counted = dict(_pending)
         _pending.clear()
@@ -46,31 +48,36 @@ def write_pending_hours() -> int:
         return 0
     try:
         with transaction.atomic():
-            for slot in sorted(counted):  # the same order everywhere, so concurrent writers cannot deadlock
-                _add(slot, counted[slot])
-    except DatabaseError:
-        logger.warning("Could not record %d hourly verification counts; keeping them to retry", len(counted))
+            slots = sorted(counted)  # the same order everywhere, so concurrent writers cannot deadlock
+            for start in range(0, len(slots), UPSERT_ROWS):
+                _add_up([(slot, counted[slot]) for slot in slots[start : start + UPSERT_ROWS]])
+    except Exception as exc:  # noqa: BLE001 - the counts survive whatever failed (InterfaceError too)
+        logger.warning(
+            "Could not record %d hourly verification counts (%s); keeping them to retry",
+            len(counted),
+            type(exc).__name__,
+        )
         with _pending_lock:
             _pending.update(counted)
         return 0
     return len(counted)
 
 
-def _add(slot: _Slot, count: int) -> None:
-    hour_number, credential_type, outcome, key_id = slot
-    row = {
-        "hour": datetime.fromtimestamp(hour_number * 3600, UTC),
-        "credential_type": credential_type,
-        "outcome": outcome,
-        "key_id": key_id,
-    }
-    if VerificationHour.objects.filter(**row).update(count=F("count") + count):
-        return
-    try:
-        with transaction.atomic():
-            VerificationHour.objects.create(**row, count=count)
-    except IntegrityError:  # another process created the row meanwhile
-        VerificationHour.objects.filter(**row).update(count=F("count") + count)
+def _add_up(rows: list[tuple[_Slot, int]]) -> None:
+    """One INSERT … ON CONFLICT adding to the counts already there (PostgreSQL, and SQLite since 3.24)."""
+    table = connection.ops.quote_name(VerificationHour._meta.db_table)
+    values, parameters = [], []
+    for (hour_number, credential_type, outcome, key_id), count in rows:
+        hour = connection.ops.adapt_datetimefield_value(datetime.fromtimestamp(hour_number * 3600, UTC))
+        values.append("(%s, %s, %s, %s, %s)")
+        parameters += [hour, credential_type, outcome, key_id, count]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (hour, credential_type, outcome, key_id, count) VALUES {', '.join(values)} "  # noqa: S608 - our own table and placeholders
+            "ON CONFLICT (hour, credential_type, outcome, key_id) "
+            f"DO UPDATE SET count = {table}.count + excluded.count",
+            parameters,
+        )
 
 
 @dataclass(frozen=True)

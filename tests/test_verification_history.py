@@ -2,6 +2,8 @@
 without a database write per verification, and read back over REST (`GET /api/v1/keys/{key_id}/usage`) and on
 the admin dashboard's chart."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import User
 from django.db.models import Sum
@@ -44,6 +46,15 @@ def usage(secret: str, key_id: str):
     return bearer(secret).get(f"/api/v1/keys/{key_id}/usage")
 
 
+def outcome_totals(body: dict) -> dict[str, int]:
+    """Summed over the hours: a test may run across the turn of an hour."""
+    totals: dict[str, int] = {}
+    for hour in body["hours"]:
+        for outcome, count in hour["outcomes"].items():
+            totals[outcome] = totals.get(outcome, 0) + count
+    return totals
+
+
 def test_each_verification_is_counted_by_hour_outcome_and_key(alice, counted_from_now):
     main, revoked = alice["main"], alice["revoked"]
     for _ in range(3):
@@ -58,10 +69,11 @@ def test_each_verification_is_counted_by_hour_outcome_and_key(alice, counted_fro
 
     flush_usage()
 
-    this_hour = timezone.now().replace(minute=0, second=0, microsecond=0)
     rows = {
-        (row.credential_type, row.outcome, row.key_id): row.count
-        for row in VerificationHour.objects.filter(hour=this_hour)
+        (row["credential_type"], row["outcome"], row["key_id"]): row["total"]
+        for row in VerificationHour.objects.values("credential_type", "outcome", "key_id").annotate(
+            total=Sum("count")
+        )
     }
     assert rows == {
         ("api_key", "VALID", main.api_key.key_id): 5,
@@ -71,11 +83,12 @@ def test_each_verification_is_counted_by_hour_outcome_and_key(alice, counted_fro
     }
     answer = usage(main.secret, main.api_key.key_id)
     assert answer.status_code == 200
-    assert answer.json() == {
-        "key_id": main.api_key.key_id,
-        "hours": [{"hour": this_hour.isoformat(), "outcomes": {"VALID": 5}}],
-    }
-    assert usage(main.secret, revoked.api_key.key_id).json()["hours"][0]["outcomes"] == {"REVOKED": 1}
+    body = answer.json()
+    assert body["key_id"] == main.api_key.key_id
+    assert outcome_totals(body) == {"VALID": 5}
+    this_hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    assert body["hours"][-1]["hour"] in {this_hour.isoformat(), (this_hour - timedelta(hours=1)).isoformat()}
+    assert outcome_totals(usage(main.secret, revoked.api_key.key_id).json()) == {"REVOKED": 1}
 
 
 def test_counts_written_twice_add_up(alice, counted_from_now):
@@ -83,7 +96,10 @@ def test_counts_written_twice_add_up(alice, counted_from_now):
     for _ in range(2):
         bearer(main.secret).get("/api/v1/whoami")
         flush_usage()
-    assert VerificationHour.objects.get(key_id=main.api_key.key_id).count == 2
+    assert (
+        VerificationHour.objects.filter(key_id=main.api_key.key_id).aggregate(total=Sum("count"))["total"]
+        == 2
+    )
 
 
 def test_another_principals_key_usage_needs_api_keys_manage(alice, counted_from_now):
@@ -102,10 +118,10 @@ def test_the_dashboard_charts_valid_and_refused_verifications_per_hour(alice, co
 
     panel = response.context["verifications"]
     assert (panel["valid"], panel["failed"]) == (2, 1)
-    last_hour = panel["chart"]["hours"][-1]
-    assert (last_hour["first"]["value"], last_hour["second"]["value"]) == (2, 1)
-    assert sum(hour["first"]["value"] for hour in panel["chart"]["hours"]) == 2
+    hours = panel["chart"]["hours"]
+    assert sum(hour["first"]["value"] for hour in hours) == 2
+    assert sum(hour["second"]["value"] for hour in hours) == 1
     page = response.content.decode()
-    assert 'id="verifications-chart"' in page and "UTC: 2 valid" in page and "UTC: 1 refused" in page
+    assert 'id="verifications-chart"' in page and "UTC: 1 refused" in page
     total = VerificationHour.objects.aggregate(total=Sum("count"))["total"]
     assert total == 3 and ApiKey.objects.get(pk=main.api_key.pk).use_count == 2
