@@ -63,6 +63,11 @@ def write_pending_hours() -> int:
     return len(counted)
 
 
+def forget_pending_hours() -> None:
+    with _pending_lock:
+        _pending.clear()
+
+
 def _add_up(rows: list[tuple[_Slot, int]]) -> None:
     """One INSERT … ON CONFLICT adding to the counts already there (PostgreSQL, and SQLite since 3.24)."""
     table = connection.ops.quote_name(VerificationHour._meta.db_table)

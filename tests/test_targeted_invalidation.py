@@ -73,7 +73,9 @@ def assert_still_warm(*warm: Warm) -> None:
     """Unrelated entries are answered from memory: not one query."""
     with CaptureQueriesContext(connection) as queries:
         assert all(entry.all_answer() for entry in warm)
-    assert len(queries) == 0, f"{len(queries)} queries for entries no change touched"
+    assert len(queries) == 0, f"{len(queries)} queries for entries no change touched: " + "; ".join(
+        query["sql"][:120] for query in queries
+    )
 
 
 # Each change: what it does to alice (here, by service call), and what must be seen next.
