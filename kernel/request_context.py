@@ -83,32 +83,40 @@ def with_request_id(app: Asgi) -> Asgi:
         if scope["type"] not in ("http", "websocket"):
             return await app(scope, receive, send)
         current = request_id_for(list(scope.get("headers", ())))
-        _current.set(RequestContext(request_id=current))
-        if scope["type"] == "websocket":
-            return await app(scope, receive, send)
-
-        started, status = time.perf_counter(), 0
-
-        async def send_with_id(event: ASGISendEvent) -> None:
-            nonlocal status
-            if event["type"] == "http.response.start":
-                status = event["status"]
-                headers = [
-                    (name, value) for name, value in event.get("headers", ()) if name.lower() != HEADER
-                ]
-                event = {**event, "headers": [*headers, (b"X-Request-ID", current.encode("ascii"))]}
-            await send(event)
-
+        token = _current.set(RequestContext(request_id=current))
         try:
-            return await app(scope, receive, send_with_id)
+            if scope["type"] == "websocket":
+                return await app(scope, receive, send)
+            return await _answer_with_id(app, scope, receive, send, current)
         finally:
-            seconds = time.perf_counter() - started
-            _log_access(scope, status, seconds)
-            door = front_door(scope.get("path", ""))
-            if not (door == "mcp_http" and scope.get("method") == "GET"):  # a GET there is an event stream
-                HTTP_REQUEST_DURATION.labels(door).observe(seconds)
+            # A server that runs the next request in this context (a test's in-process ASGI call) must not
+            # find this request's id and principal still set.
+            _current.reset(token)
 
     return application
+
+
+async def _answer_with_id(
+    app: Asgi, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable, current: str
+) -> None:
+    started, status = time.perf_counter(), 0
+
+    async def send_with_id(event: ASGISendEvent) -> None:
+        nonlocal status
+        if event["type"] == "http.response.start":
+            status = event["status"]
+            headers = [(name, value) for name, value in event.get("headers", ()) if name.lower() != HEADER]
+            event = {**event, "headers": [*headers, (b"X-Request-ID", current.encode("ascii"))]}
+        await send(event)
+
+    try:
+        await app(scope, receive, send_with_id)
+    finally:
+        seconds = time.perf_counter() - started
+        _log_access(scope, status, seconds)
+        door = front_door(scope.get("path", ""))
+        if not (door == "mcp_http" and scope.get("method") == "GET"):  # a GET there is an event stream
+            HTTP_REQUEST_DURATION.labels(door).observe(seconds)
 
 
 def front_door(path: str) -> str:

@@ -14,6 +14,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection
 from django.test.utils import CaptureQueriesContext
 
+from audit import services as audit_services
 from audit.models import AuditEvent
 from chittyauth_site import asgi
 from grants.services import grant_permission
@@ -271,6 +272,15 @@ def test_a_bad_credential_gets_djangos_401_and_one_audit_record(cast):
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "INVALID_CREDENTIAL"
         assert refusals.count() == attempt
+
+
+@pytest.mark.parametrize("app", [FAST, DJANGO], ids=["fast path", "django"])
+def test_a_request_leaves_nothing_of_itself_behind_for_work_done_after_it(cast, app):
+    """asgiref copies a coroutine's context back to its caller: an unreset request id would be stamped on
+    every event recorded after the request, outside it."""
+    post(app, KEYS, {"api_key": cast["key"].secret}, bearer=cast["validator"])
+    afterwards = audit_services.record("test.after_request", actor="tests")
+    assert "request_id" not in afterwards.details
 
 
 def test_validating_anothers_key_without_the_permission_is_refused_every_time(cast, make_identity):
