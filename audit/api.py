@@ -13,13 +13,17 @@ from audit.serializers import (
     CheckpointQuerySerializer,
 )
 from grants.checks import authorize
-from kernel.rest import validated
+from kernel.rest import listed, validated_query
 
 
 class AuditEventListView(APIView):
-    @extend_schema(parameters=[AuditQuerySerializer], responses=AuditEventSerializer(many=True))
+    @extend_schema(
+        parameters=[AuditQuerySerializer],
+        operation_id="api_v1_audit_events_list",
+        responses=listed("AuditEventList", "events", AuditEventSerializer),
+    )
     def get(self, request: Request) -> Response:
-        query = validated(AuditQuerySerializer, request.query_params)
+        query = validated_query(AuditQuerySerializer, request)
         limit = query.pop("limit")
         authorize(request.auth, "audit:read")
         events = list_events(**query)[:limit]
@@ -29,9 +33,13 @@ class AuditEventListView(APIView):
 class AuditCheckpointListView(APIView):
     """The signed checkpoints of the chain (`keys/checkpoints.py`), for outside parties to keep."""
 
-    @extend_schema(parameters=[CheckpointQuerySerializer], responses=AuditCheckpointSerializer(many=True))
+    @extend_schema(
+        parameters=[CheckpointQuerySerializer],
+        operation_id="api_v1_audit_checkpoints_list",
+        responses=listed("AuditCheckpointList", "checkpoints", AuditCheckpointSerializer),
+    )
     def get(self, request: Request) -> Response:
-        query = validated(CheckpointQuerySerializer, request.query_params)
+        query = validated_query(CheckpointQuerySerializer, request)
         limit = query.pop("limit")
         authorize(request.auth, "audit:read")
         checkpoints = list_checkpoints(**query)[:limit]

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from audit.models import AuditCheckpoint, AuditEvent
+from kernel.rest import StrictCharField
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
@@ -21,9 +22,9 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 
 class AuditQuerySerializer(serializers.Serializer):
-    actor = serializers.CharField(max_length=255, required=False, default="")
-    action = serializers.CharField(max_length=100, required=False, default="")
-    target = serializers.CharField(max_length=255, required=False, default="")
+    actor = StrictCharField(max_length=255, required=False, allow_blank=True, default="")
+    action = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
+    target = StrictCharField(max_length=255, required=False, allow_blank=True, default="")
     outcome = serializers.ChoiceField(choices=AuditEvent.Outcome.values, required=False, default="")
     since = serializers.DateTimeField(required=False, default=None)
     after_sequence = serializers.IntegerField(required=False, default=None, min_value=0)

@@ -102,7 +102,8 @@ class MetricsView(APIView):
 
     @extend_schema(
         responses={
-            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Prometheus text format")
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Prometheus text format"),
+            404: OpenApiResponse(description="Metrics are switched off (METRICS_ENABLED=false)"),
         }
     )
     def get(self, request: Request) -> HttpResponse:

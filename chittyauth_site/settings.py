@@ -291,6 +291,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chittyauth_site.openapi.document_errors",
+    ],
 }
 # Every page may load scripts, styles, images and fonts only from this service, and no inline script runs.
 # Inline styles are allowed: Django's admin and Swagger UI set style attributes.

@@ -20,13 +20,17 @@ from grants.serializers import (
     decision_as_dict,
 )
 from kernel.callers import Caller
-from kernel.rest import AnswerView, validated
+from kernel.rest import AnswerView, listed, validated, validated_query
 
 
 class GrantListView(APIView):
-    @extend_schema(parameters=[GrantListQuerySerializer], responses=GrantSerializer(many=True))
+    @extend_schema(
+        parameters=[GrantListQuerySerializer],
+        operation_id="api_v1_grants_list",
+        responses=listed("GrantList", "grants", GrantSerializer),
+    )
     def get(self, request: Request) -> Response:
-        query = validated(GrantListQuerySerializer, request.query_params)
+        query = validated_query(GrantListQuerySerializer, request)
         chitty_id = query.get("chitty_id") or request.auth.chitty_id
         grants = services.list_grants(request.auth, chitty_id, include_inactive=query["include_inactive"])
         return Response({"grants": GrantSerializer(grants, many=True).data})

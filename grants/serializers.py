@@ -3,16 +3,16 @@ from rest_framework import serializers
 from grants.checks import Decision
 from grants.models import Grant
 from grants.services import MAX_BULK_CHECKS, CheckOutcome, PermissionQuery
+from identities.serializers import ChittyIdField
+from kernel.rest import StrictCharField
 
 
 class GrantRequestSerializer(serializers.Serializer):
-    grantee_chitty_id = serializers.CharField(max_length=128)
-    permission = serializers.CharField(max_length=200)
-    resource = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    grantee_chitty_id = ChittyIdField()
+    permission = StrictCharField(max_length=200)
+    resource = StrictCharField(max_length=255, required=False, allow_blank=True, default="")
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    grantor_chitty_id = serializers.CharField(
-        max_length=128, required=False, allow_blank=True, allow_null=True
-    )
+    grantor_chitty_id = StrictCharField(max_length=128, required=False, allow_blank=True, allow_null=True)
 
 
 class GrantSerializer(serializers.ModelSerializer):
@@ -37,14 +37,15 @@ class GrantSerializer(serializers.ModelSerializer):
 
 
 class GrantListQuerySerializer(serializers.Serializer):
-    chitty_id = serializers.CharField(max_length=128, required=False)
+    chitty_id = ChittyIdField(required=False)
     include_inactive = serializers.BooleanField(required=False, default=False)
 
 
 class PermissionCheckSerializer(serializers.Serializer):
-    chitty_id = serializers.CharField(max_length=128)
-    permission = serializers.CharField(max_length=200)
-    resource = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    # Any string: a malformed ChittyID is an answer (not allowed, INVALID_CHITTY_ID), not a refused request.
+    chitty_id = StrictCharField(max_length=128)
+    permission = StrictCharField(max_length=200)
+    resource = StrictCharField(max_length=255, required=False, allow_blank=True, default="")
 
 
 class BulkPermissionCheckSerializer(serializers.Serializer):

@@ -12,14 +12,18 @@ from identities.serializers import (
     RegisterIdentitySerializer,
     StatusChangeSerializer,
 )
-from kernel.rest import validated
+from kernel.rest import listed, validated, validated_query
 from principals import services
 
 
 class IdentityListView(APIView):
-    @extend_schema(parameters=[IdentityListQuerySerializer], responses=IdentitySerializer(many=True))
+    @extend_schema(
+        parameters=[IdentityListQuerySerializer],
+        operation_id="api_v1_identities_list",
+        responses=listed("IdentityList", "identities", IdentitySerializer),
+    )
     def get(self, request: Request) -> Response:
-        query = validated(IdentityListQuerySerializer, request.query_params)
+        query = validated_query(IdentityListQuerySerializer, request)
         identities = services.list_identities(
             request.auth, status=query.get("status"), search=query["search"]
         )

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kernel.callers import Caller
-from kernel.rest import AnswerView, validated
+from kernel.rest import AnswerView, listed, validated, validated_query
 from keys import services, tokens
 from keys.serializers import (
     ApiKeySerializer,
@@ -60,9 +60,13 @@ SHOWN_ONCE = OpenApiResponse(description="The new key, including `api_key`, whic
 
 
 class ApiKeyListView(APIView):
-    @extend_schema(parameters=[KeyListQuerySerializer], responses=ApiKeySerializer(many=True))
+    @extend_schema(
+        parameters=[KeyListQuerySerializer],
+        operation_id="api_v1_keys_list",
+        responses=listed("ApiKeyList", "keys", ApiKeySerializer),
+    )
     def get(self, request: Request) -> Response:
-        query = validated(KeyListQuerySerializer, request.query_params)
+        query = validated_query(KeyListQuerySerializer, request)
         keys = services.list_api_keys(
             request.auth, chitty_id=query.get("chitty_id"), include_revoked=query["include_revoked"]
         )

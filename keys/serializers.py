@@ -1,5 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from identities.serializers import ChittyIdField
+from kernel.rest import StrictCharField
 from keys.models import ApiKey
 from keys.services import IssuedApiKey
 from keys.tokens import IssuedToken
@@ -9,7 +12,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
     """A key's public face: never its secret or hash."""
 
     chitty_id = serializers.CharField(source="principal.chitty_id")
-    rotated_from = serializers.CharField(source="rotated_from.key_id", default=None)
+    rotated_from = serializers.CharField(source="rotated_from.key_id", default=None, allow_null=True)
 
     class Meta:
         model = ApiKey
@@ -54,45 +57,72 @@ def issued_token_as_dict(issued: IssuedToken) -> dict:
 
 
 class GenerateKeySerializer(serializers.Serializer):
-    chitty_id = serializers.CharField(max_length=128, required=False)
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    scopes = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=50)
+    chitty_id = ChittyIdField(required=False)
+    name = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
+    scopes = serializers.ListField(child=StrictCharField(max_length=200), required=False, max_length=50)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     environment = serializers.ChoiceField(choices=ApiKey.Environment.values, default=ApiKey.Environment.LIVE)
 
 
 class KeyListQuerySerializer(serializers.Serializer):
-    chitty_id = serializers.CharField(max_length=128, required=False)
+    chitty_id = ChittyIdField(required=False)
     include_revoked = serializers.BooleanField(required=False, default=False)
 
 
 class ValidateKeySerializer(serializers.Serializer):
-    api_key = serializers.CharField(max_length=512, trim_whitespace=False)
+    api_key = StrictCharField(max_length=512, trim_whitespace=False)
 
 
 class RevokeKeySerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    reason = StrictCharField(max_length=255, required=False, allow_blank=True, default="")
 
 
 class RotateKeySerializer(serializers.Serializer):
     overlap_seconds = serializers.IntegerField(required=False, allow_null=True, default=None)
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 1, "description": "seconds"},
+            {"type": "string", "maxLength": 32, "example": "15m"},
+        ]
+    }
+)
+class ExpiresInField(serializers.Field):
+    """Seconds as a number, or text such as `15m`: handed to `parse_expires_in` as sent, which knows the rules
+    (and says what is wrong in one place for REST and MCP alike)."""
+
+    default_error_messages = {"invalid": "Must be a number of seconds or a string such as 15m, 24h or 7d."}
+
+    def to_internal_value(self, data: object) -> int | str:
+        if (
+            isinstance(data, bool)
+            or not isinstance(data, int | str)
+            or (isinstance(data, str) and len(data) > 32)
+        ):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value: object) -> object:
+        return value
+
+
 class GenerateTokenSerializer(serializers.Serializer):
-    chitty_id = serializers.CharField(max_length=128, required=False)
-    expires_in = serializers.CharField(max_length=32, required=False, allow_null=True, default=None)
+    chitty_id = ChittyIdField(required=False)
+    expires_in = ExpiresInField(required=False, allow_null=True, default=None)
     claims = serializers.DictField(required=False, default=dict)
-    scopes = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=50)
+    scopes = serializers.ListField(child=StrictCharField(max_length=200), required=False, max_length=50)
 
 
 class ValidateTokenSerializer(serializers.Serializer):
-    token = serializers.CharField(max_length=8192, trim_whitespace=False)
+    token = StrictCharField(max_length=8192, trim_whitespace=False)
 
 
 class RevokeTokenSerializer(serializers.Serializer):
-    token = serializers.CharField(max_length=8192, required=False, trim_whitespace=False)
-    jti = serializers.CharField(max_length=64, required=False)
-    reason = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    token = StrictCharField(max_length=8192, required=False, trim_whitespace=False)
+    jti = StrictCharField(max_length=64, required=False)
+    reason = StrictCharField(max_length=255, required=False, allow_blank=True, default="")
 
     def validate(self, attrs: dict) -> dict:
         if not attrs.get("token") and not attrs.get("jti"):

@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from kernel.rest import validated
+from kernel.rest import listed, validated, validated_query
 from sessions import services
 from sessions.serializers import (
     EndAllSessionsSerializer,
@@ -19,9 +19,13 @@ MAX_LISTED = 500
 
 
 class SessionListView(APIView):
-    @extend_schema(parameters=[SessionListQuerySerializer], responses=SessionSerializer(many=True))
+    @extend_schema(
+        parameters=[SessionListQuerySerializer],
+        operation_id="api_v1_sessions_list",
+        responses=listed("SessionList", "sessions", SessionSerializer),
+    )
     def get(self, request: Request) -> Response:
-        query = validated(SessionListQuerySerializer, request.query_params)
+        query = validated_query(SessionListQuerySerializer, request)
         sessions = services.list_sessions(
             request.auth,
             chitty_id=query.get("chitty_id"),

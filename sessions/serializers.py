@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from identities.serializers import ChittyIdField
+from kernel.rest import StrictCharField
 from sessions.models import AuthSession
 
 
@@ -28,16 +30,16 @@ class SessionSerializer(serializers.ModelSerializer):
 
 
 class SessionListQuerySerializer(serializers.Serializer):
-    chitty_id = serializers.CharField(max_length=128, required=False)
+    chitty_id = ChittyIdField(required=False)
     channel = serializers.ChoiceField(choices=AuthSession.Channel.values, required=False)
     active = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
 class EndSessionSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    reason = StrictCharField(max_length=255, required=False, allow_blank=True, default="")
 
 
 class EndAllSessionsSerializer(serializers.Serializer):
-    chitty_id = serializers.CharField(max_length=128, required=False)
-    reason = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    chitty_id = ChittyIdField(required=False)
+    reason = StrictCharField(max_length=255, required=False, allow_blank=True, default="")
     keep_current = serializers.BooleanField(required=False, default=False)
