@@ -43,6 +43,8 @@ JWT_SECRET = os.environ.get("JWT_SECRET", DEVELOPMENT_JWT_SECRET)
 SIGNING_KEY_ENCRYPTION_KEY = os.environ.get("SIGNING_KEY_ENCRYPTION_KEY", "")
 check_fernet_keys("SIGNING_KEY_ENCRYPTION_KEY", SIGNING_KEY_ENCRYPTION_KEY)
 DEBUG = env_bool("DEBUG", ENVIRONMENT == "development")
+# Error reports hide settings that hold credentials in URLs as well as those named like secrets.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "chittyauth_site.error_reports.SettingsFilter"
 # Secrets still at their published development values. They are refused in production, and anywhere else
 # served only to connections on a loopback address (chittyauth_site/listen_guard.py).
 DEVELOPMENT_SECRETS_IN_USE = [

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.views.debug import ExceptionReporter
 
 from chittyauth_site.settings import DEVELOPMENT_JWT_SECRET, DEVELOPMENT_SECRET_KEY
 from tests.conftest import free_port
@@ -294,3 +295,41 @@ def test_daphne_listens_beyond_loopback_once_real_secrets_are_set(tmp_path):
     finally:
         process.kill()
         process.communicate()
+
+
+CARRIED_IN_URLS = {
+    "DATABASE_URL": "postgres://chitty:db-password-1@db.internal/chittyauth",
+    "REDIS_URL": "redis://:redis-password-2@cache.internal:6379/0",
+    "AUDIT_WEBHOOK_URL": "https://siem.example/hook?token=webhook-token-3",
+    "AUDIT_SYSLOG_URL": "tls://collector:collector-password-4@siem.example:6514",
+    "CELERY_BROKER_URL": "redis://:broker-password-5@cache.internal:6379/1",
+    "CHITTYID_ENDPOINT": "https://user:authority-password-6@id.chitty.cc",
+}
+SECRETS_IN_URLS = (
+    "db-password-1",
+    "redis-password-2",
+    "webhook-token-3",
+    "collector-password-4",
+    "broker-password-5",
+    "authority-password-6",
+)
+
+
+@pytest.fixture
+def credentials_in_url_settings(settings):
+    for name, value in CARRIED_IN_URLS.items():
+        setattr(settings, name, value)
+
+
+def test_error_reports_hide_credentials_carried_in_url_settings(credentials_in_url_settings, rf):
+    """Django's error reports (the DEBUG page, mails to ADMINS) list the settings; a URL can hold a password.
+    (The secrets live outside this frame: a report also shows the local variables of every frame.)"""
+    try:
+        raise RuntimeError("a failure to report")
+    except RuntimeError:
+        reporter = ExceptionReporter(rf.get("/api/v1/whoami"), *sys.exc_info())
+    report = reporter.get_traceback_html() + reporter.get_traceback_text()
+    for name in CARRIED_IN_URLS:
+        assert name in report, f"{name} should still be listed, its value hidden"
+    for secret in SECRETS_IN_URLS:
+        assert secret not in report
