@@ -113,7 +113,8 @@ def _release_lease(sink: str, owner: str) -> None:
 
 def _take_lease(sink: str, owner: str) -> bool:
     now = timezone.now()
-    AuditDelivery.objects.get_or_create(sink=sink)
+    # One INSERT that ignores an existing row: two first runs at once never race a SELECT against an INSERT.
+    AuditDelivery.objects.bulk_create([AuditDelivery(sink=sink)], ignore_conflicts=True)
     return bool(
         AuditDelivery.objects.filter(sink=sink)
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
