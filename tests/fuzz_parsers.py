@@ -1,11 +1,13 @@
 """Run one fuzz target: `python -m tests.fuzz_parsers TARGET [libFuzzer arguments] [corpus directories]`, e.g.
 `.venv/bin/python -m tests.fuzz_parsers chitty_id -max_total_time=600 tests/fuzz_corpus/chitty_id` for a long
 run on demand. A crash is written as `crash-<sha1>`; copy it into `tests/fuzz_corpus/<target>/` so the suite
-replays it from then on."""
+replays it from then on. Seeds shaped like credentials (API keys, JWTs) are made afresh for each run, never
+committed. Scratch files go under $TMPDIR."""
 
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import atheris
 import django
@@ -31,9 +33,13 @@ def _django_on_a_scratch_database() -> None:
 def main() -> None:
     name, *arguments = sys.argv[1:]
     _django_on_a_scratch_database()
-    from tests.fuzz_targets import TARGETS
+    from tests.fuzz_targets import TARGETS, credential_seeds
 
-    atheris.Setup([sys.argv[0], *arguments], TARGETS[name])
+    seeds = Path(tempfile.mkdtemp(prefix="chittyauth-fuzz-seeds-"))
+    for number, seed in enumerate(credential_seeds().get(name, [])):
+        (seeds / f"credential-{number}").write_bytes(seed)
+    # Read after the corpus directories given: libFuzzer writes new inputs into the first one only.
+    atheris.Setup([sys.argv[0], *arguments, str(seeds)], TARGETS[name])
     atheris.Fuzz()
 
 

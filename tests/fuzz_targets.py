@@ -16,7 +16,7 @@ from grants.permissions import covers, intersection, normalize_scope, parse_patt
 from identities.authority import AuthorityAnswer, _interpret
 from identities.chitty_ids import InvalidChittyID, parse_chitty_id
 from kernel.errors import AuthorityUnavailable, ValidationFailed
-from keys.key_format import InvalidApiKey, display_prefix, parse_api_key
+from keys.key_format import InvalidApiKey, display_prefix, generate_api_key_secret, parse_api_key
 from keys.token_format import audience, issuer, parse_expires_in
 from keys.token_verification import Rejected, verified_claims
 from mcp_endpoint.consumers import _read_frame_slowly
@@ -114,6 +114,20 @@ def mcp_frame(data: bytes) -> None:
         assert "error" in json.loads(error_frame)
     else:
         assert error_frame == ""
+
+
+def credential_seeds() -> dict[str, list[bytes]]:
+    """Seeds shaped like real credentials, made afresh for each run: committed, they would read as leaked keys
+    and tokens to any secret scanner (and the corpus is checked to hold none)."""
+    now = int(time.time())
+    claims = {"iss": issuer(), "aud": audience(), "sub": "CHITTY-PEO-FUZZ1-A", "jti": "seed", "iat": now}
+    signed = jwt.encode({**claims, "nbf": now, "exp": now + 600}, settings.JWT_SECRET, algorithm="HS256")
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    foreign_kid = jwt.encode(claims, "not-our-key-" * 3, algorithm="HS256", headers={"kid": "k1"})
+    return {
+        "api_key": [generate_api_key_secret(environment).encode() for environment in ("live", "test")],
+        "jwt_header_and_claims": [token.encode() for token in (signed, unsigned, foreign_kid)],
+    }
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -11,6 +11,7 @@ import sys
 import pytest
 from django.conf import settings
 
+from kernel.masking import API_KEY_PATTERN, JWT_PATTERN
 from tests.fuzz_targets import TARGETS
 from tests.mcp_live import REPO_ROOT
 
@@ -23,10 +24,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_every_target_has_a_committed_corpus():
+def test_every_target_has_a_committed_corpus_and_none_of_it_looks_like_a_credential():
     assert sorted(path.name for path in CORPUS.iterdir()) == sorted(TARGETS)
     for target in TARGETS:
         assert any((CORPUS / target).iterdir()), f"tests/fuzz_corpus/{target} is empty"
+    shaped_like_credentials = [
+        str(path.relative_to(CORPUS))
+        for path in CORPUS.glob("*/*")
+        if API_KEY_PATTERN.search(text := path.read_bytes().decode("utf-8", errors="replace"))
+        or JWT_PATTERN.search(text)
+    ]
+    assert not shaped_like_credentials, (
+        "credential-shaped seeds are made per run (fuzz_targets.credential_seeds)"
+    )
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
