@@ -81,11 +81,14 @@ class RotateKeySerializer(serializers.Serializer):
     overlap_seconds = serializers.IntegerField(required=False, allow_null=True, default=None)
 
 
+MAX_EXPIRES_IN_CHARS = 32
+
+
 @extend_schema_field(
     {
         "oneOf": [
             {"type": "integer", "minimum": 1, "description": "seconds"},
-            {"type": "string", "maxLength": 32, "example": "15m"},
+            {"type": "string", "maxLength": MAX_EXPIRES_IN_CHARS, "example": "15m"},
         ]
     }
 )
@@ -99,7 +102,7 @@ class ExpiresInField(serializers.Field):
         if (
             isinstance(data, bool)
             or not isinstance(data, int | str)
-            or (isinstance(data, str) and len(data) > 32)
+            or (isinstance(data, str) and len(data) > MAX_EXPIRES_IN_CHARS)
         ):
             self.fail("invalid")
         return data
