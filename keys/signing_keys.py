@@ -99,20 +99,25 @@ class _KeyRing:
 _ring: _KeyRing | None = None
 
 
-def _encryption() -> MultiFernet:
+def encryption_keys() -> list[str]:
+    """The Fernet keys private keys are stored under, the one that encrypts first."""
     configured = [
         item.strip()
         for item in getattr(settings, "SIGNING_KEY_ENCRYPTION_KEY", "").split(",")
         if item.strip()
     ]
-    if not configured:
-        # Development only: production settings refuse to start without SIGNING_KEY_ENCRYPTION_KEY.
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_DEVELOPMENT_KEY_INFO).derive(
-            settings.SECRET_KEY.encode()
-        )
-        configured = [base64.urlsafe_b64encode(derived).decode()]
+    if configured:
+        return configured
+    # Development only: production settings refuse to start without SIGNING_KEY_ENCRYPTION_KEY.
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_DEVELOPMENT_KEY_INFO).derive(
+        settings.SECRET_KEY.encode()
+    )
+    return [base64.urlsafe_b64encode(derived).decode()]
+
+
+def _encryption() -> MultiFernet:
     try:
-        return MultiFernet([Fernet(item) for item in configured])
+        return MultiFernet([Fernet(item) for item in encryption_keys()])
     except ValueError:
         raise ImproperlyConfigured(
             "SIGNING_KEY_ENCRYPTION_KEY must be one or more comma-separated Fernet keys "
