@@ -10,9 +10,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+AUTHORITY_API_KEY = "test-authority-key"
+
 
 class ChittyIDAuthorityServer:
-    def __init__(self, api_key: str = "test-authority-key", slow_seconds: float = 2.0) -> None:
+    def __init__(self, api_key: str = AUTHORITY_API_KEY, slow_seconds: float = 2.0) -> None:
         self.api_key = api_key
         self.slow_seconds = slow_seconds
         self.behaviours: dict[str, str] = {}

@@ -13,9 +13,12 @@ from kernel.callers import Caller
 from kernel.invalidation import invalidate_everything_and_wait
 from keys.usage import forget_pending_counts
 from tests.chittyid_authority_server import ChittyIDAuthorityServer
+from tests.secret_scan import SecretScan, known_secrets, report
 
 IN_CI = os.environ.get("CI") == "true"
+REDIS_URL = settings.REDIS_URL  # as the pass set it: a test may point the setting at a dead server
 VAR_DIR_KEY = pytest.StashKey[Path]()
+SECRET_SCAN_KEY = pytest.StashKey[SecretScan]()
 
 
 def pytest_configure(config) -> None:
@@ -28,6 +31,7 @@ def pytest_configure(config) -> None:
     settings.VAR_DIR = var_dir
     (var_dir / "static").mkdir()
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+    config.stash[SECRET_SCAN_KEY] = SecretScan(known_secrets())
 
 
 def pytest_unconfigure(config) -> None:
@@ -72,6 +76,33 @@ def _start_afresh() -> None:
     cache.clear()
     forget_pending_counts()
     invalidate_everything_and_wait(timeout=5)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_files(request, tmp_path_factory):
+    """The end of the secrets scan: every file the service and its live servers wrote, once all stopped (set up
+    first among the session's fixtures, this is torn down last)."""
+    roots = [request.config.stash[VAR_DIR_KEY], tmp_path_factory.getbasetemp()]
+    yield
+    findings = request.config.stash[SECRET_SCAN_KEY].findings_in_files(roots)
+    assert not findings, report(findings)
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_left_behind(request, _fresh_cache):
+    """The secrets scan, after each test: the test database (before its rollback) and Redis (before the
+    cache flush). Asking for the database helper here sets it up first, so it is torn down after this."""
+    uses_database = "_django_db_helper" in request.fixturenames or request.node.get_closest_marker(
+        "django_db"
+    )
+    if uses_database:
+        request.getfixturevalue("_django_db_helper")
+    yield
+    scan = request.config.stash[SECRET_SCAN_KEY]
+    findings = scan.findings_in_database() if uses_database else []
+    if REDIS_URL:
+        findings += scan.findings_in_redis(REDIS_URL)
+    assert not findings, report(findings)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from django.conf import settings
 
 from tests.chittyid_authority_server import ChittyIDAuthorityServer
 from tests.conftest import free_port
+from tests.secret_scan import assert_no_secrets_in_postgres
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -208,6 +209,7 @@ def service_database(folder: Path) -> Iterator[tuple[str, dict[str, dict[str, st
         connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{urlsplit(template.url).path[1:]}"')
     try:
         yield _postgres_url(name), template.keys
+        assert_no_secrets_in_postgres(_postgres_url(name))
     finally:
         _drop_postgres(name)
 

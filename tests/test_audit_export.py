@@ -29,6 +29,7 @@ from kernel.callers import Caller
 from keys.checkpoints import sign_checkpoint
 from tests.audit_sink_servers import SyslogCollector, WebhookReceiver
 from tests.conftest import free_port
+from tests.secret_scan import TEST_INPUTS_MARKER
 from tests.test_admin_credentials import log_in
 
 SECRET = "whsec_" + base64.b64encode(b"a test secret of thirty-two byte").decode()
@@ -294,7 +295,10 @@ def self_signed_certificate(tmp_path) -> tuple[str, str]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    certificate_path, key_path = tmp_path / "syslog.pem", tmp_path / "syslog.key"
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    (folder / TEST_INPUTS_MARKER).touch()  # the test server's own key, not something the service wrote
+    certificate_path, key_path = folder / "syslog.pem", folder / "syslog.key"
     certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(

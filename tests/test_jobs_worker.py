@@ -30,6 +30,7 @@ from tests.audit_sink_servers import WebhookReceiver
 from tests.chittyid_authority_server import ChittyIDAuthorityServer
 from tests.conftest import free_port
 from tests.otlp_receiver import OtlpReceiver
+from tests.secret_scan import assert_no_secrets_in_postgres
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WAIT_SECONDS = 90
@@ -160,6 +161,7 @@ def database_url(tmp_path) -> Iterator[str]:
             url = f"postgres://{credentials}@{params['host']}:{params['port']}/{name}"
             migrate(url, tmp_path)
             yield url
+            assert_no_secrets_in_postgres(url)
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

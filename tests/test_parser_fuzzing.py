@@ -14,6 +14,7 @@ from django.conf import settings
 from kernel.masking import API_KEY_PATTERN, JWT_PATTERN
 from tests.fuzz_targets import TARGETS
 from tests.mcp_live import REPO_ROOT
+from tests.secret_scan import TEST_INPUTS_MARKER
 
 CORPUS = REPO_ROOT / "tests" / "fuzz_corpus"
 SECONDS = os.environ.get("FUZZ_SECONDS", "4")
@@ -43,6 +44,7 @@ def test_every_target_has_a_committed_corpus_and_none_of_it_looks_like_a_credent
 def test_fuzzing_finds_nothing_that_crashes_a_parser(target, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS / target, corpus)  # what the run adds stays out of the checkout
+    (corpus / TEST_INPUTS_MARKER).touch()  # the fuzzer's inputs, not the service's output
     environment = {
         name: value for name, value in os.environ.items() if name not in ("DATABASE_URL", "REDIS_URL")
     }
