@@ -1,3 +1,4 @@
+import logging
 import os
 import shutil
 import socket
@@ -13,12 +14,13 @@ from kernel.callers import Caller
 from kernel.invalidation import invalidate_everything_and_wait
 from keys.usage import forget_pending_counts
 from tests.chittyid_authority_server import ChittyIDAuthorityServer
-from tests.secret_scan import SecretScan, known_secrets, report
+from tests.secret_scan import SecretScan, ServiceLogLines, known_secrets, report
 
 IN_CI = os.environ.get("CI") == "true"
 REDIS_URL = settings.REDIS_URL  # as the pass set it: a test may point the setting at a dead server
 VAR_DIR_KEY = pytest.StashKey[Path]()
 SECRET_SCAN_KEY = pytest.StashKey[SecretScan]()
+LOG_LINES_KEY = pytest.StashKey[ServiceLogLines]()
 
 
 def pytest_configure(config) -> None:
@@ -32,6 +34,8 @@ def pytest_configure(config) -> None:
     (var_dir / "static").mkdir()
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
     config.stash[SECRET_SCAN_KEY] = SecretScan(known_secrets())
+    logging.getLogger().addHandler(log_lines := ServiceLogLines())
+    config.stash[LOG_LINES_KEY] = log_lines
 
 
 def pytest_unconfigure(config) -> None:
@@ -90,8 +94,8 @@ def _no_secret_in_files(request, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _no_secret_left_behind(request, _fresh_cache):
-    """The secrets scan, after each test: the test database (before its rollback) and Redis (before the
-    cache flush). Asking for the database helper here sets it up first, so it is torn down after this."""
+    """The secrets scan, after each test: the service's log lines, the test database (before its rollback)
+    and Redis (before the cache flush). Asking for the database helper here sets it up first, so it is torn down after this."""
     uses_database = "_django_db_helper" in request.fixturenames or request.node.get_closest_marker(
         "django_db"
     )
@@ -99,7 +103,9 @@ def _no_secret_left_behind(request, _fresh_cache):
         request.getfixturevalue("_django_db_helper")
     yield
     scan = request.config.stash[SECRET_SCAN_KEY]
-    findings = scan.findings_in_database() if uses_database else []
+    findings = scan.findings_in(request.config.stash[LOG_LINES_KEY].take(), "the service's log lines")
+    if uses_database:
+        findings += scan.findings_in_database()
     if REDIS_URL:
         findings += scan.findings_in_redis(REDIS_URL)
     assert not findings, report(findings)

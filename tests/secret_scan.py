@@ -1,10 +1,10 @@
 """The secrets scan: nothing the service wrote while the suite ran holds a credential in plain text.
 
-What is read: the test database and Redis at the end of every test (before the rollback and the cache flush
-would hide what the test left), every PostgreSQL database a live server used (its `pg_dump`, before it is
-dropped), and at the end of the session every file under the suite's var directory and pytest's temporary
-directory: daphne and worker logs, SQLite databases and their journals, the file broker's messages, audit
-sink files.
+What is read: at the end of every test, the log lines the service wrote in the test process, the test
+database and Redis (before the rollback and the cache flush would hide what the test left); every PostgreSQL
+database a live server used (its `pg_dump`, before it is dropped); and at the end of the session every file
+under the suite's var directory and pytest's temporary directory: daphne and worker logs, SQLite databases and
+their journals, the file broker's messages, audit sink files.
 
 What counts as a leak: anything shaped like one of our API keys or a signed JWT, a PEM private key, and the
 configured secrets themselves (SECRET_KEY, JWT_SECRET, the signing-key encryption keys, the authority's
@@ -16,6 +16,7 @@ a file named TEST_INPUTS_MARKER is skipped.
 
 import base64
 import json
+import logging
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from chittyauth_site.log_records import ConsoleHandler
 from keys.checkpoints import CHECKPOINT_TYP
 from keys.key_format import CHECKSUM_LENGTH, RANDOM_LENGTH
 from keys.signing_keys import encryption_keys
@@ -125,6 +127,25 @@ class SecretScan:
             stdin=subprocess.DEVNULL,
         ).stdout
         return self.findings_in(dump, f"pg_dump of {database_url.rsplit('/', 1)[-1]}")
+
+
+class ServiceLogLines(logging.Handler):
+    """The lines the service's console handler writes in this test process (its formatter and filters, so
+    its masking), kept for the scan at the end of each test."""
+
+    def __init__(self) -> None:
+        console = next(h for h in logging.getLogger().handlers if isinstance(h, ConsoleHandler))
+        super().__init__(console.level)
+        self.setFormatter(console.formatter)
+        self.filters = list(console.filters)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def take(self) -> bytes:
+        taken, self.lines = self.lines, []
+        return "\n".join(taken).encode()
 
 
 def _published(kind: str, found: bytes) -> bool:

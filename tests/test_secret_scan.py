@@ -4,6 +4,7 @@ Each test plants a real credential where the service could have written it, asse
 takes it away again (the scan after the test would otherwise fail this test too).
 """
 
+import logging
 import shutil
 
 import jwt
@@ -17,6 +18,7 @@ from keys.checkpoints import CHECKPOINT_TYP
 from keys.models import ApiKey
 from keys.services import generate_api_key
 from keys.tokens import generate_jwt
+from tests.conftest import LOG_LINES_KEY
 from tests.secret_scan import TEST_INPUTS_MARKER, SecretScan, known_secrets
 
 pytestmark = pytest.mark.django_db
@@ -87,6 +89,18 @@ def test_a_directory_of_test_inputs_is_skipped(scan, issued_key, tmp_path):
     (inputs / "seed").write_text(issued_key.secret)
 
     assert scan.findings_in_files([tmp_path]) == []
+
+
+def test_the_log_lines_scanned_are_the_service_s_own_masked_output(scan, issued_key, pytestconfig):
+    log_lines = pytestconfig.stash[LOG_LINES_KEY]
+    log_lines.take()
+    logging.getLogger("keys.services").warning("refused %s", issued_key.secret)
+
+    written = log_lines.take()
+
+    assert b"refused " + issued_key.api_key.display_prefix.encode() in written
+    assert issued_key.secret.encode() not in written
+    assert scan.findings_in(written, "log lines") == []
 
 
 def test_a_key_stored_in_a_database_column_is_found(scan, issued_key):
