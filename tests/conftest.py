@@ -101,9 +101,12 @@ def _no_secret_left_behind(request, _fresh_cache):
     )
     if uses_database:
         request.getfixturevalue("_django_db_helper")
+    log_lines = request.config.stash[LOG_LINES_KEY]
+    if log_lines not in (root := logging.getLogger()).handlers:
+        root.addHandler(log_lines)  # back after anything (a django.setup(), a worker) reconfigured logging
     yield
     scan = request.config.stash[SECRET_SCAN_KEY]
-    findings = scan.findings_in(request.config.stash[LOG_LINES_KEY].take(), "the service's log lines")
+    findings = scan.findings_in(log_lines.take(), "the service's log lines")
     if uses_database:
         findings += scan.findings_in_database()
     if REDIS_URL:
