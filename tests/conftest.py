@@ -34,8 +34,7 @@ def pytest_configure(config) -> None:
     (var_dir / "static").mkdir()
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
     config.stash[SECRET_SCAN_KEY] = SecretScan(known_secrets())
-    logging.getLogger().addHandler(log_lines := ServiceLogLines())
-    config.stash[LOG_LINES_KEY] = log_lines
+    config.stash[LOG_LINES_KEY] = ServiceLogLines()
 
 
 def pytest_unconfigure(config) -> None:
@@ -95,7 +94,8 @@ def _no_secret_in_files(request, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _no_secret_left_behind(request, _fresh_cache):
     """The secrets scan, after each test: the service's log lines, the test database (before its rollback)
-    and Redis (before the cache flush). Asking for the database helper here sets it up first, so it is torn down after this."""
+    and Redis (before the cache flush). Asking for the database helper here sets it up first, so it is torn
+    down after this. The log handler is (re)attached here: a django.setup() or a worker reconfigures logging."""
     uses_database = "_django_db_helper" in request.fixturenames or request.node.get_closest_marker(
         "django_db"
     )
@@ -103,7 +103,7 @@ def _no_secret_left_behind(request, _fresh_cache):
         request.getfixturevalue("_django_db_helper")
     log_lines = request.config.stash[LOG_LINES_KEY]
     if log_lines not in (root := logging.getLogger()).handlers:
-        root.addHandler(log_lines)  # back after anything (a django.setup(), a worker) reconfigured logging
+        root.addHandler(log_lines)
     yield
     scan = request.config.stash[SECRET_SCAN_KEY]
     findings = scan.findings_in(log_lines.take(), "the service's log lines")

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -99,8 +100,6 @@ class SecretScan:
         return findings
 
     def findings_in_redis(self, url: str) -> list[Finding]:
-        import redis
-
         client = redis.Redis.from_url(url)
         try:
             names = list(client.scan_iter(count=1000))

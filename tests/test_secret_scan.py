@@ -19,6 +19,7 @@ from keys.models import ApiKey
 from keys.services import generate_api_key
 from keys.tokens import generate_jwt
 from tests.conftest import LOG_LINES_KEY
+from tests.mcp_live import _postgres_url
 from tests.secret_scan import TEST_INPUTS_MARKER, SecretScan, known_secrets
 
 pytestmark = pytest.mark.django_db
@@ -138,10 +139,8 @@ def test_a_key_in_a_redis_value_is_found(scan, issued_key):
 def test_a_key_in_a_postgres_dump_is_found(scan, issued_key):
     """pg_dump sees committed rows only: this test commits, then cleans up."""
     ApiKey.objects.filter(pk=issued_key.api_key.pk).update(name=issued_key.secret)
-    database = settings.DATABASES["default"]
-    url = f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/"
     try:
-        findings = scan.findings_in_postgres(url + connection.settings_dict["NAME"])
+        findings = scan.findings_in_postgres(_postgres_url(connection.settings_dict["NAME"]))
     finally:
         ApiKey.objects.filter(pk=issued_key.api_key.pk).update(name="scan test")
 
