@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_beat",
     "axes",
+    "kernel",
     "identities",
     "audit",
     "keys",
@@ -149,6 +150,17 @@ except ValueError as exc:  # an unknown scheme; the message names it, never the 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front, so concurrent writers queue instead of failing.
     DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 30}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that stops answering (a cut link, a host gone without a word) fails the request in bounded
+    # time, as 503 DATABASE_UNAVAILABLE, instead of hanging on the kernel's TCP retries for minutes: connecting
+    # gives up after this long, and so does a connection whose data goes unacknowledged (libpq's
+    # tcp_user_timeout; a slow query is not cut short). Options in DATABASE_URL's query string win.
+    DB_NETWORK_TIMEOUT_SECONDS = env_int("DB_NETWORK_TIMEOUT_SECONDS", 5, minimum=2, maximum=600)
+    for option, value in (
+        ("connect_timeout", DB_NETWORK_TIMEOUT_SECONDS),
+        ("tcp_user_timeout", DB_NETWORK_TIMEOUT_SECONDS * 1000),
+    ):
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(option, value)
 # Under daphne every request's thread holds a connection of its own, so DB_CONN_MAX_AGE leaks them as threads
 # come and go; a pool (psycopg_pool, through Django) keeps a process's connections at DB_POOL_MAX_SIZE instead.
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0, minimum=0, maximum=1000)
