@@ -57,7 +57,9 @@ def _check_channel_layer() -> str:
     layer = get_channel_layer()
 
     async def round_trip() -> bool:
-        channel = await layer.new_channel("readyz.")
+        # A plain channel, not new_channel()'s process-local one: channels_redis reads those through one
+        # receive loop per process, which the open sockets hold, and refuses a second event loop (the probe's).
+        channel = f"readyz.{uuid.uuid4().hex}"
         await layer.send(channel, {"type": "readyz.ping"})
         message = await asyncio.wait_for(layer.receive(channel), timeout=PROBE_TIMEOUT_SECONDS)
         return message.get("type") == "readyz.ping"

@@ -215,3 +215,29 @@ def test_a_socket_joins_its_session_group_again_after_the_layer_forgot_it(tmp_pa
 
         code, frames = asyncio.run(scenario())
     assert_closed_as_ended(code, frames)
+
+
+def test_readiness_probes_beside_open_sockets_disturb_neither(tmp_path, settings):
+    """The soak found it: the channel layer probe received on the layer the sockets share, from an event loop of
+    its own. channels_redis refuses two loops at once, so with any socket open the node read as degraded, and
+    a socket could lose its layer (and stop hearing its session end) when a probe ran."""
+    with service_database(tmp_path) as (database_url, keys):
+        env = base_env(database_url, REDIS_URL=settings.REDIS_URL)
+        with daphne_server(env, tmp_path) as server:
+            key = keys[ADMIN]["key"]
+
+            async def scenario():
+                async with connect(server, key) as ws:
+                    session_id = await started_session(ws)
+                    answers = [
+                        await asyncio.to_thread(rest, server, "GET", "/readyz?strict=1", key)
+                        for _ in range(5)
+                    ]
+                    await end_session(server, key, session_id)
+                    return answers, await closed(ws, within=1)
+
+            answers, (code, frames) = asyncio.run(scenario())
+            log = server.output()
+    assert [status for status, _ in answers] == [200] * 5, answers
+    assert_closed_as_ended(code, frames)
+    assert "lost its channel layer" not in log, log
