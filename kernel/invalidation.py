@@ -30,13 +30,18 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, Value
+from django.db.models.functions import Now
 
+from kernel.errors import DATABASE_DOWN
 from kernel.memory_only import fixed_for_this_answer, needs_io
+from kernel.models import PendingInvalidation
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +50,19 @@ CHANNEL = "chittyauth:invalidations:{db}"
 SEQUENCE_KEY = "chittyauth:invalidations:sequence"
 EVERYTHING = "*"
 HEARTBEAT_SECONDS = 1.0
+REDIS_TIMEOUT_SECONDS = 2.0  # connecting to Redis, and each command but the subscription's reads
+# How long a node cut off from Redis without its connection dropping may still answer from memory: one wait
+# for a message, then a heartbeat that times out.
+SILENT_PARTITION_BOUND_SECONDS = HEARTBEAT_SECONDS + REDIS_TIMEOUT_SECONDS
 HEARTBEAT_PING = "chittyauth-invalidation-heartbeat"
 RESUBSCRIBE_DELAY_SECONDS = 0.5
 MAX_TRACKED_TOPICS = 100_000  # past this many changed topics the ledger flushes whole and starts again
 MAX_TOPICS_PER_MESSAGE = 1_000  # a bigger change is announced as "everything"
+# A committed change its own process has not published (it could not reach Redis) is published by any other
+# process once it is this old, checked every heartbeat; so it reaches every node within about two heartbeats.
+RELAY_AFTER_SECONDS = 1.0
+RELAY_BATCH = 100
+RELAYED = "relayed"  # the signature of a relayed message: every process applies it, its maker's too
 MAX_LOG_BYTES = 4 * 1024 * 1024
 
 # One atomic step: messages leave Redis in sequence order, so a follower can tell a missing one.
@@ -147,10 +161,13 @@ class _RedisFeed:
         self.progress = 0  # subscriptions made and messages applied: a waiter can tell the follower moved on
         self._owed: list[list[str]] = []  # changes whose publish failed, retried on the next stamp
         self._owed_lock = threading.Lock()
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._client = redis.Redis.from_url(
+            url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
+        )
         self.channel = CHANNEL.format(db=self._client.connection_pool.connection_kwargs.get("db", 0))
         self._publish_script = self._client.register_script(_PUBLISH_SCRIPT)
         threading.Thread(target=self._follow, name="invalidation-feed", daemon=True).start()
+        threading.Thread(target=self._relay, name="invalidation-relay", daemon=True).start()
 
     def stamp(self) -> int | None:
         if not self.live.is_set():
@@ -160,12 +177,49 @@ class _RedisFeed:
             self._publish_owed()
         return _ledger.generation
 
-    def publish(self, topics: list[str]) -> None:
+    def publish(self, topics: list[str]) -> bool:
+        """Publish (with whatever is still owed); False if Redis did not take it, and it is owed."""
         with self._owed_lock:
             self._owed.append(topics)
-        self._publish_owed()
+        return self._publish_owed()
 
-    def _publish_owed(self) -> None:
+    def publish_committed(self, pending_id: int, topics: list[str]) -> None:
+        """After the commit: once published, the change no longer needs relaying."""
+        _ledger.changes(topics)
+        if self.publish(topics):
+            try:
+                PendingInvalidation.objects.filter(pk=pending_id).delete()
+            except DATABASE_DOWN:
+                logger.warning(
+                    "Could not delete a published invalidation; another process will publish it again"
+                )
+
+    def relay_pending(self) -> int:
+        """Publish the committed changes their own process has not (it could not reach Redis); how many."""
+        old = ExpressionWrapper(
+            Now() - Value(timedelta(seconds=RELAY_AFTER_SECONDS)), output_field=DateTimeField()
+        )
+        pending = list(PendingInvalidation.objects.filter(created_at__lt=old).order_by("pk")[:RELAY_BATCH])
+        for row in pending:
+            self._publish_script(keys=[SEQUENCE_KEY, self.channel], args=[json.dumps([RELAYED, row.topics])])
+        PendingInvalidation.objects.filter(pk__in=[row.pk for row in pending]).delete()
+        if pending:
+            logger.warning("Relayed %d invalidation(s) their own process could not publish", len(pending))
+        return len(pending)
+
+    def _relay(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            if not self.live.is_set():
+                continue
+            try:
+                self.relay_pending()
+            except Exception:  # the database or Redis is unreachable: the next round tries again
+                logger.debug("Could not relay pending invalidations", exc_info=True)
+            finally:
+                connection.close()
+
+    def _publish_owed(self) -> bool:
         with self._owed_lock:
             owed, self._owed = self._owed, []
             if len(owed) > 1 and sum(map(len, owed)) > MAX_TOPICS_PER_MESSAGE:
@@ -179,18 +233,22 @@ class _RedisFeed:
             except redis.RedisError:
                 logger.warning("Could not publish an invalidation; will retry when Redis answers")
                 self._owed = owed + self._owed
+                return False
+            return True
 
     def _follow(self) -> None:
         while True:
             try:
                 subscriber = redis.Redis.from_url(
-                    self.url, socket_connect_timeout=2, socket_timeout=HEARTBEAT_SECONDS * 5
+                    self.url,
+                    socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                    socket_timeout=HEARTBEAT_SECONDS * 5,
                 )
                 pubsub = subscriber.pubsub()
                 pubsub.subscribe(self.channel)
-                while (confirmation := pubsub.get_message(timeout=2)) is None or confirmation[
-                    "type"
-                ] != "subscribe":
+                while (
+                    confirmation := pubsub.get_message(timeout=REDIS_TIMEOUT_SECONDS)
+                ) is None or confirmation["type"] != "subscribe":
                     if confirmation is None:
                         raise redis.ConnectionError("no subscription confirmation")
                 # From here on nothing is missed; whatever happened before is now stale.
@@ -397,9 +455,17 @@ def invalidate_now(*topics: str) -> None:
 
 
 def invalidate(*topics: str) -> None:
-    """Call inside the transaction that makes the change: it applies now and again after the commit."""
+    """Call inside the transaction that makes the change: it applies now and again after the commit. With
+    Redis the change is also written down in the same transaction, for another process to publish should this
+    one fail to."""
     invalidate_now(*topics)
-    transaction.on_commit(lambda: invalidate_now(*topics))
+    feed = _current_feed()
+    if isinstance(feed, _RedisFeed):
+        announced = [EVERYTHING] if len(topics) > MAX_TOPICS_PER_MESSAGE else list(topics)
+        pending_id = PendingInvalidation.objects.create(topics=announced).pk
+        transaction.on_commit(lambda: feed.publish_committed(pending_id, announced))
+    else:
+        transaction.on_commit(lambda: invalidate_now(*topics))
 
 
 def invalidate_everything_now() -> None:

@@ -21,6 +21,7 @@ from kernel.invalidation import (
     principal_topic,
 )
 from kernel.memory_only import NeedsIO, answering_from_memory
+from kernel.models import PendingInvalidation
 
 ROOT = Path(__file__).resolve().parent.parent
 ELSEWHERE = key_topic("key_changed_elsewhere")
@@ -226,3 +227,33 @@ def test_subscribing_while_others_publish_flushes_once_and_no_more():
     assert subscribed.returncode == 0, subscribed.stderr
     assert subscribed.stdout.count("subscribed") == 20
     assert "flushing every cache" not in subscribed.stderr, subscribed.stderr
+
+
+def database_url() -> str:
+    database = settings.DATABASES["default"]
+    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_change_its_process_could_not_publish_is_relayed_by_another():
+    """A node cut off from Redis still commits changes; another process publishes them from the database, so
+    no node keeps trusting what changed (seen across namespaces: every other node kept accepting a revoked key
+    for the whole partition)."""
+    stamp = settled_stamp()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chittyauth_site.settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # nothing listens there: the publish after the commit fails
+    }
+    code = (
+        "import django; django.setup(); from django.db import transaction; "
+        f"from kernel.invalidation import invalidate\nwith transaction.atomic(): invalidate({ELSEWHERE!r})"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
+    assert PendingInvalidation.objects.filter(topics=[ELSEWHERE]).exists()
+    bound = invalidation.RELAY_AFTER_SECONDS + invalidation.HEARTBEAT_SECONDS * 3
+    assert wait_until_stale(stamp, (ELSEWHERE,), seconds=bound), "the unpublished change was never relayed"
+    assert is_fresh(stamp, (UNRELATED,)), "a relayed change dropped more than it names"
+    assert not PendingInvalidation.objects.exists()
