@@ -184,10 +184,16 @@ def _template() -> _Template:
         folder = tempfile.mkdtemp(prefix="chittyauth-mcp-template-")
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         url = f"sqlite:///{folder}/template.sqlite3"
-    manage(base_env(url), "migrate", "--noinput", "-v0")
-    output = manage(base_env(url), "shell", "-v", "0", "-c", _SEED)
-    _templates.append(_Template(url, json.loads(output.strip().splitlines()[-1])))
+    _templates.append(_Template(url, migrated_and_seeded(base_env(url))))
     return _templates[0]
+
+
+def migrated_and_seeded(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Migrate the database `env` names and register the cast; the cast's keys (`{chitty_id: {"key",
+    "key_id"}}`)."""
+    manage(env, "migrate", "--noinput", "-v0")
+    output = manage(env, "shell", "-v", "0", "-c", _SEED)
+    return json.loads(output.strip().splitlines()[-1])
 
 
 @contextlib.contextmanager
