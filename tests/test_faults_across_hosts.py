@@ -1,6 +1,6 @@
-"""Faults between real hosts (tests/hosts.py): clients keep validating keys and tokens on both nodes while a
-link to Redis is cut, a link to PostgreSQL is cut, a path to PostgreSQL slows down, a node is killed
-mid-request and Redis restarts empty.
+"""Faults between real hosts (tests/hosts.py): clients keep validating keys and tokens on both nodes, while
+keys and tokens are revoked and sessions ended, as a link to Redis is cut, a link to PostgreSQL is cut, a path
+to PostgreSQL slows down, a node is killed mid-request and Redis restarts empty.
 
 What must hold throughout: a revoked credential is refused on the node that revoked it from the next request
 on, and on every other node once `SILENT_PARTITION_BOUND_SECONDS` (README, "How a change is never missed") has
@@ -63,6 +63,8 @@ class Traffic:
     cluster: Cluster
     secrets: dict[str, str] = field(default_factory=dict)  # name: an API key or a JWT
     key_ids: dict[str, str] = field(default_factory=dict)
+    jtis: dict[str, str] = field(default_factory=dict)  # of the tokens
+    sessions_ended: list[str] = field(default_factory=list)
     revocations: list[Revocation] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
     changes_done: int = 0
@@ -91,6 +93,20 @@ class Traffic:
         status, answer = request(node, "POST", path, self.cluster.admin_key, body)
         assert status == 200, (status, answer)
         self.revoked(name, node.name, time.monotonic())
+
+    def end_session(self, node: Node, name: str) -> None:
+        """End the session of token `name`: which revokes the token (README, "Sessions")."""
+        admin = self.cluster.admin_key
+        status, body = request(node, "GET", f"/api/v1/sessions?chitty_id={BOB}&channel=jwt", admin)
+        assert status == 200, (status, body)
+        (session_id,) = [
+            row["session_id"] for row in body["sessions"] if row["credential_id"] == self.jtis[name]
+        ]
+        status, body = request(node, "POST", f"/api/v1/sessions/{session_id}/end", admin, {"reason": "fault"})
+        assert status == 200, (status, body)
+        self.revoked(name, node.name, time.monotonic())
+        with self.lock:
+            self.sessions_ended.append(session_id)
 
     def revoked(self, name: str, node: str, at: float) -> None:
         with self.lock:
@@ -192,7 +208,7 @@ def traffic(tmp_path_factory) -> Iterator[Traffic]:
         for index in range(VICTIMS):
             status, body = request(node, "POST", "/api/v1/tokens", cluster.admin_key, {"chitty_id": BOB})
             assert status == 201, body
-            made.secrets[f"token-{index}"] = body["token"]
+            made.secrets[f"token-{index}"], made.jtis[f"token-{index}"] = body["token"], body["jti"]
         for name in made.secrets:  # both nodes' caches warm
             for each in cluster.nodes.values():
                 assert accepted(made.validate(each, name))
@@ -207,6 +223,7 @@ def test_redis_cut_off_from_one_node(traffic):
             traffic.revoke(node2, "key-0")  # node1 hears nothing: it must stop trusting its memory in time
             traffic.revoke(node2, "token-0")
             traffic.revoke(node1, "key-1")  # node1 cannot publish: node2 must not keep accepting it
+            traffic.end_session(node1, "token-1")
             time.sleep(REMOTE_BOUND_SECONDS + 1)
         until(lambda: on_redis(node1), 30, "node1 back on Redis")
     traffic.assert_held()
@@ -219,6 +236,7 @@ def test_postgres_cut_off_from_one_node(traffic):
         with traffic.cluster.links["node2-db"].cut_off():
             traffic.revoke(node1, "key-2")
             traffic.revoke(node1, "token-2")
+            traffic.end_session(node1, "token-5")
             status, body = request(node2, "GET", "/api/v1/grants", traffic.cluster.admin_key)
             assert (status, body.get("error", {}).get("code")) == (503, "DATABASE_UNAVAILABLE"), body
             time.sleep(REMOTE_BOUND_SECONDS)
@@ -290,7 +308,12 @@ def test_afterwards_the_audit_chain_holds_every_change_and_the_worker_works(traf
         revocations = connection.execute(
             "SELECT count(*) FROM audit_auditevent WHERE action IN ('api_key.revoke', 'token.revoke')"
         ).fetchone()[0]
-    assert revocations == traffic.changes_done
+        sessions_ended = connection.execute(
+            "SELECT count(*) FROM audit_auditevent WHERE action = 'session.end' AND target = ANY(%s)",
+            (traffic.sessions_ended,),
+        ).fetchone()[0]
+    assert revocations == traffic.changes_done  # ending a token's session revokes it, audited as such
+    assert sessions_ended == len(traffic.sessions_ended) == 2
     checkpoints = _checkpoints(cluster)
     send = "from chittyauth_site.celery import app; app.send_task('jobs.sign_audit_checkpoint')"
     subprocess.run([PYTHON, "-c", send], cwd=REPO_ROOT, env=cluster.control_env, check=True, timeout=60)
