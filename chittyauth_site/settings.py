@@ -154,13 +154,25 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A database that stops answering (a cut link, a host gone without a word) fails the request in bounded
     # time, as 503 DATABASE_UNAVAILABLE, instead of hanging on the kernel's TCP retries for minutes: connecting
     # gives up after this long, and so does a connection whose data goes unacknowledged (libpq's
-    # tcp_user_timeout; a slow query is not cut short). Options in DATABASE_URL's query string win.
+    # tcp_user_timeout; a slow query is not cut short).
     DB_NETWORK_TIMEOUT_SECONDS = env_int("DB_NETWORK_TIMEOUT_SECONDS", 5, minimum=2, maximum=600)
-    for option, value in (
-        ("connect_timeout", DB_NETWORK_TIMEOUT_SECONDS),
-        ("tcp_user_timeout", DB_NETWORK_TIMEOUT_SECONDS * 1000),
-    ):
-        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(option, value)
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options.setdefault("connect_timeout", DB_NETWORK_TIMEOUT_SECONDS)
+    options.setdefault("tcp_user_timeout", DB_NETWORK_TIMEOUT_SECONDS * 1000)
+    # The server's side of such a partition: it probes a silent client after the same time and drops it (a
+    # query waiting on a lock too, checked every second), so the locks that client's transaction held (the
+    # audit chain's head, which every audited change takes) are not held for the hours default keepalives
+    # take, freezing every other node's changes. Options in DATABASE_URL's query string come later and win.
+    server_side = {
+        "tcp_keepalives_idle": DB_NETWORK_TIMEOUT_SECONDS,
+        "tcp_keepalives_interval": 1,
+        "tcp_keepalives_count": 3,
+        "tcp_user_timeout": DB_NETWORK_TIMEOUT_SECONDS * 1000,
+        "client_connection_check_interval": 1000,
+    }
+    options["options"] = " ".join(
+        [*(f"-c {name}={value}" for name, value in server_side.items()), options.get("options", "")]
+    ).strip()
 # Under daphne every request's thread holds a connection of its own, so DB_CONN_MAX_AGE leaks them as threads
 # come and go; a pool (psycopg_pool, through Django) keeps a process's connections at DB_POOL_MAX_SIZE instead.
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0, minimum=0, maximum=1000)

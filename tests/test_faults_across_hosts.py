@@ -37,7 +37,11 @@ pytestmark = pytest.mark.skipif(bool(WHY_NOT := skip_reason()), reason=WHY_NOT o
 SCHEDULING_SLACK_SECONDS = 1.5
 REMOTE_BOUND_SECONDS = SILENT_PARTITION_BOUND_SECONDS + SCHEDULING_SLACK_SECONDS
 DOCUMENTED_UNAVAILABLE = {"DATABASE_UNAVAILABLE"}
-VICTIMS = 8  # keys revoked along the way, and as many tokens
+VICTIMS = 9  # keys revoked along the way, and as many tokens
+# How long changes on one node may wait on locks a node cut off from PostgreSQL held: the server probes the
+# silent client after DB_NETWORK_TIMEOUT_SECONDS (5 s here), three probes a second apart, and checks waiting
+# queries every second (README, "Settings").
+LOCKS_RELEASED_WITHIN_SECONDS = 5 + 3 + 1 + 2 * SCHEDULING_SLACK_SECONDS
 
 
 @dataclass
@@ -241,6 +245,39 @@ def test_postgres_cut_off_from_one_node(traffic):
             assert (status, body.get("error", {}).get("code")) == (503, "DATABASE_UNAVAILABLE"), body
             time.sleep(REMOTE_BOUND_SECONDS)
         until(lambda: serves(traffic, node2), 60, "node2 back on PostgreSQL")
+    traffic.assert_held()
+
+
+def test_a_node_cut_off_inside_its_transactions_holds_no_other_node_up(traffic):
+    """node2 is cut off from PostgreSQL while its clients keep writing audited refusals, each a transaction that
+    holds the audit chain's head. Before the server was told to drop silent clients, the cut left that lock held
+    for the hours TCP keepalive takes, and every audited change on node1 hung behind it."""
+    node1, node2 = traffic.cluster.nodes["node1"], traffic.cluster.nodes["node2"]
+    traffic.revoke(node2, "key-8")  # from now on each validation of it is a refusal, audited
+    stop = threading.Event()
+
+    def refusals() -> None:
+        while not stop.is_set():
+            traffic.validate(node2, "key-8")
+
+    writers = [threading.Thread(target=refusals, daemon=True) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    time.sleep(1)
+    try:
+        for attempt in range(2):
+            with traffic.cluster.links["node2-db"].cut_off():
+                started = time.monotonic()
+                body = {"chitty_id": BOB, "name": f"made-during-cut-{attempt}"}
+                status, made = request(node1, "POST", "/api/v1/keys", traffic.cluster.admin_key, body)
+                waited = time.monotonic() - started
+            assert status == 201, made
+            assert waited < LOCKS_RELEASED_WITHIN_SECONDS, f"node1's change waited {waited:.1f}s"
+            until(lambda: serves(traffic, node2), 60, "node2 back on PostgreSQL")
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(CLIENT_TIMEOUT_SECONDS + 5)
     traffic.assert_held()
 
 
