@@ -156,6 +156,11 @@ def _postgres_url(name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+def suite_database_url() -> str:
+    """The PostgreSQL database this test process uses, for a subprocess that must see its committed rows."""
+    return _postgres_url(settings.DATABASES["default"]["NAME"])
+
+
 def _drop_postgres(name: str) -> None:
     with _maintenance_connection() as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

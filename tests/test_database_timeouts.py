@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from django.conf import settings
 
-from tests.mcp_live import REPO_ROOT
+from tests.mcp_live import REPO_ROOT, suite_database_url
 
 pytestmark = pytest.mark.postgres
 
@@ -54,13 +53,8 @@ def server_settings(database_url: str, **env: str) -> dict[str, str]:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def database_url() -> str:
-    database = settings.DATABASES["default"]
-    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-
-
 def test_the_server_drops_a_silent_client_within_the_network_timeout():
-    assert server_settings(database_url(), DB_NETWORK_TIMEOUT_SECONDS="7") == {
+    assert server_settings(suite_database_url(), DB_NETWORK_TIMEOUT_SECONDS="7") == {
         "tcp_keepalives_idle": "7",
         "tcp_keepalives_interval": "1",
         "tcp_keepalives_count": "3",
@@ -70,5 +64,5 @@ def test_the_server_drops_a_silent_client_within_the_network_timeout():
 
 
 def test_options_in_the_database_url_win():
-    url = database_url() + "?options=-c%20tcp_keepalives_idle%3D60"
+    url = suite_database_url() + "?options=-c%20tcp_keepalives_idle%3D60"
     assert server_settings(url)["tcp_keepalives_idle"] == "60"

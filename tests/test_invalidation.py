@@ -22,6 +22,7 @@ from kernel.invalidation import (
 )
 from kernel.memory_only import NeedsIO, answering_from_memory
 from kernel.models import PendingInvalidation
+from tests.mcp_live import suite_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 ELSEWHERE = key_topic("key_changed_elsewhere")
@@ -229,11 +230,6 @@ def test_subscribing_while_others_publish_flushes_once_and_no_more():
     assert "flushing every cache" not in subscribed.stderr, subscribed.stderr
 
 
-def database_url() -> str:
-    database = settings.DATABASES["default"]
-    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-
-
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_a_committed_change_its_process_could_not_publish_is_relayed_by_another():
@@ -244,7 +240,7 @@ def test_a_committed_change_its_process_could_not_publish_is_relayed_by_another(
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "chittyauth_site.settings",
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": suite_database_url(),
         "REDIS_URL": "redis://127.0.0.1:1/0",  # nothing listens there: the publish after the commit fails
     }
     code = (

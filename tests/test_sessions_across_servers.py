@@ -14,7 +14,7 @@ import redis
 
 from mcp_endpoint.consumers import FOLLOW_RETRY_SECONDS
 from tests.conftest import free_port
-from tests.mcp_live import ADMIN, base_env, daphne_server, rest, service_database
+from tests.mcp_live import ADMIN, LiveServer, base_env, daphne_server, rest, service_database
 from tests.test_mcp_websocket import call, closed, connect, initialized
 
 pytestmark = pytest.mark.redis
@@ -35,6 +35,16 @@ async def end_session(server, key: str, session_id: str, reason: str = "test") -
     )
     assert status == 200, body
     return body
+
+
+@contextlib.contextmanager
+def server_on_redis(tmp_path, redis_url: str) -> Iterator[tuple[LiveServer, str]]:
+    """A daphne on a fresh database and the shared Redis; it and the administrator's key."""
+    with (
+        service_database(tmp_path) as (database_url, keys),
+        daphne_server(base_env(database_url, REDIS_URL=redis_url), tmp_path) as server,
+    ):
+        yield server, keys[ADMIN]["key"]
 
 
 def assert_closed_as_ended(code: int, frames: list[dict]) -> None:
@@ -114,20 +124,17 @@ def test_an_idle_socket_keeps_hearing_its_session_end(tmp_path, settings):
     """channels_redis blocks up to 5 s per read, and redis-py times reads out after 5 s by default: an idle
     socket's reader failed every few seconds. With the configured read timeout it never fails while idle, so
     a session ended after a long quiet spell still closes its socket at once."""
-    with service_database(tmp_path) as (database_url, keys):
-        env = base_env(database_url, REDIS_URL=settings.REDIS_URL)
-        with daphne_server(env, tmp_path) as server:
-            key = keys[ADMIN]["key"]
+    with server_on_redis(tmp_path, settings.REDIS_URL) as (server, key):
 
-            async def scenario():
-                async with connect(server, key) as ws:
-                    session_id = await started_session(ws)
-                    await asyncio.sleep(IDLE_SECONDS)
-                    await end_session(server, key, session_id, "idle")
-                    return await closed(ws, within=1)
+        async def scenario():
+            async with connect(server, key) as ws:
+                session_id = await started_session(ws)
+                await asyncio.sleep(IDLE_SECONDS)
+                await end_session(server, key, session_id, "idle")
+                return await closed(ws, within=1)
 
-            code, frames = asyncio.run(scenario())
-            log = server.log.read_text()
+        code, frames = asyncio.run(scenario())
+        log = server.log.read_text()
     assert_closed_as_ended(code, frames)
     assert "lost its channel layer" not in log
 
@@ -221,23 +228,19 @@ def test_readiness_probes_beside_open_sockets_disturb_neither(tmp_path, settings
     """The soak found it: the channel layer probe received on the layer the sockets share, from an event loop of
     its own. channels_redis refuses two loops at once, so with any socket open the node read as degraded, and
     a socket could lose its layer (and stop hearing its session end) when a probe ran."""
-    with service_database(tmp_path) as (database_url, keys):
-        env = base_env(database_url, REDIS_URL=settings.REDIS_URL)
-        with daphne_server(env, tmp_path) as server:
-            key = keys[ADMIN]["key"]
+    with server_on_redis(tmp_path, settings.REDIS_URL) as (server, key):
 
-            async def scenario():
-                async with connect(server, key) as ws:
-                    session_id = await started_session(ws)
-                    answers = [
-                        await asyncio.to_thread(rest, server, "GET", "/readyz?strict=1", key)
-                        for _ in range(5)
-                    ]
-                    await end_session(server, key, session_id)
-                    return answers, await closed(ws, within=1)
+        async def scenario():
+            async with connect(server, key) as ws:
+                session_id = await started_session(ws)
+                answers = [
+                    await asyncio.to_thread(rest, server, "GET", "/readyz?strict=1", key) for _ in range(5)
+                ]
+                await end_session(server, key, session_id)
+                return answers, await closed(ws, within=1)
 
-            answers, (code, frames) = asyncio.run(scenario())
-            log = server.output()
+        answers, (code, frames) = asyncio.run(scenario())
+        log = server.output()
     assert [status for status, _ in answers] == [200] * 5, answers
     assert_closed_as_ended(code, frames)
     assert "lost its channel layer" not in log, log

@@ -27,6 +27,7 @@ from keys.tokens import generate_jwt, revoke_jwt, verify_jwt
 from principals.services import suspend_identity
 from sessions.models import AuthSession
 from sessions.services import end_session, open_session
+from tests.mcp_live import suite_database_url
 
 SYSTEM = Caller.system("tests")
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,8 +158,7 @@ def test_rotating_the_signing_key_drops_the_tokens_of_the_retired_kid_only(cast,
 
 
 def change_in_another_process(statement: str) -> None:
-    database = settings.DATABASES["default"]
-    url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+    url = suite_database_url()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "chittyauth_site.settings",
