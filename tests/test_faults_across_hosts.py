@@ -37,6 +37,8 @@ pytestmark = pytest.mark.skipif(bool(WHY_NOT := skip_reason()), reason=WHY_NOT o
 SCHEDULING_SLACK_SECONDS = 1.5
 REMOTE_BOUND_SECONDS = SILENT_PARTITION_BOUND_SECONDS + SCHEDULING_SLACK_SECONDS
 DOCUMENTED_UNAVAILABLE = {"DATABASE_UNAVAILABLE"}
+# Dense enough to see any acceptance past a bound of seconds, light enough to share two cores with the passes.
+CLIENT_PAUSE_SECONDS = 0.02
 VICTIMS = 9  # keys revoked along the way, and as many tokens
 # How long changes on one node may wait on locks a node cut off from PostgreSQL held: the server probes the
 # silent client after DB_NETWORK_TIMEOUT_SECONDS (5 s here), three probes a second apart, and checks waiting
@@ -161,8 +163,7 @@ def clients(traffic: Traffic, threads: int = 3) -> Iterator[None]:
             node = chooser.choice(list(traffic.cluster.nodes.values()))
             if node.up:
                 traffic.validate(node, chooser.choice(names))
-            else:
-                time.sleep(0.05)
+            time.sleep(CLIENT_PAUSE_SECONDS)
 
     running = [threading.Thread(target=client, args=(seed,), daemon=True) for seed in range(threads)]
     for thread in running:
@@ -259,6 +260,7 @@ def test_a_node_cut_off_inside_its_transactions_holds_no_other_node_up(traffic):
     def refusals() -> None:
         while not stop.is_set():
             traffic.validate(node2, "key-8")
+            time.sleep(CLIENT_PAUSE_SECONDS)
 
     writers = [threading.Thread(target=refusals, daemon=True) for _ in range(3)]
     for writer in writers:

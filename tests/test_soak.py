@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(bool(WHY_NOT := skip_reason()), reason=WHY_NOT o
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 SAMPLE_EVERY_SECONDS = 2.0
 CLIENTS = 3
-PAUSE_BETWEEN_ROUNDS_SECONDS = 0.05  # a soak, not a stress test: it shares two cores with the other lanes
+PAUSE_BETWEEN_ROUNDS_SECONDS = 0.25  # a soak, not a stress test: it shares two cores with the other lanes
 TASK_EVERY_SECONDS = 5.0
 # What the last third may grow over the middle third: allocator arenas and bounded caches still settling.
 RSS_ALLOWANCE_BYTES = 6 * 1024 * 1024
