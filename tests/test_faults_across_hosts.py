@@ -38,7 +38,7 @@ SCHEDULING_SLACK_SECONDS = 1.5
 REMOTE_BOUND_SECONDS = SILENT_PARTITION_BOUND_SECONDS + SCHEDULING_SLACK_SECONDS
 DOCUMENTED_UNAVAILABLE = {"DATABASE_UNAVAILABLE"}
 # Dense enough to see any acceptance past a bound of seconds, light enough to share two cores with the passes.
-CLIENT_PAUSE_SECONDS = 0.05
+CLIENT_PAUSE_SECONDS = 0.1
 VICTIMS = 9  # keys revoked along the way, and as many tokens
 # How long changes on one node may wait on locks a node cut off from PostgreSQL held: the server probes the
 # silent client after DB_NETWORK_TIMEOUT_SECONDS (5 s here), three probes a second apart, and checks waiting

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(bool(WHY_NOT := skip_reason()), reason=WHY_NOT o
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 SAMPLE_EVERY_SECONDS = 2.0
 CLIENTS = 3
-PAUSE_BETWEEN_ROUNDS_SECONDS = 0.25  # a soak, not a stress test
+PAUSE_BETWEEN_ROUNDS_SECONDS = 1.0  # a soak, not a stress test
 # It measures memory and descriptors, never time, so in CI it yields the two cores to the suite's passes: its
 # clients, and every process of its deployment, start at this lower priority.
 NICENESS = 10
