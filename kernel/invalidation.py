@@ -21,6 +21,7 @@ A change is applied inside its transaction and again after the commit, so no pro
 before the commit under a stamp the change does not reach.
 """
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -61,7 +62,9 @@ MAX_TOPICS_PER_MESSAGE = 1_000  # a bigger change is announced as "everything"
 # A committed change its own process has not published (it could not reach Redis) is published by any other
 # process once it is this old, checked every heartbeat; so it reaches every node within about two heartbeats.
 RELAY_AFTER_SECONDS = 1.0
-RELAY_BATCH = 100
+RELAY_BATCH = 100  # more than this pending at once is a backlog, relayed as one "flush everything"
+RELAY_BACKLOG_AT_ONCE = 10_000
+RELAY_WARNING_EVERY_SECONDS = 60.0
 RELAYED = "relayed"  # the signature of a relayed message: every process applies it, its maker's too
 MAX_LOG_BYTES = 4 * 1024 * 1024
 
@@ -199,25 +202,35 @@ class _RedisFeed:
         old = ExpressionWrapper(
             Now() - Value(timedelta(seconds=RELAY_AFTER_SECONDS)), output_field=DateTimeField()
         )
-        pending = list(PendingInvalidation.objects.filter(created_at__lt=old).order_by("pk")[:RELAY_BATCH])
-        for row in pending:
-            self._publish_script(keys=[SEQUENCE_KEY, self.channel], args=[json.dumps([RELAYED, row.topics])])
-        PendingInvalidation.objects.filter(pk__in=[row.pk for row in pending]).delete()
+        pending = list(
+            PendingInvalidation.objects.filter(created_at__lt=old)
+            .order_by("pk")
+            .values_list("pk", "topics")[:RELAY_BACKLOG_AT_ONCE]
+        )
+        # A backlog (Redis was down for every process) is flushed whole at once rather than drained a batch a
+        # second, which would leave a change made meanwhile waiting behind it.
+        messages = [[EVERYTHING]] if len(pending) > RELAY_BATCH else [topics for _, topics in pending]
+        for topics in messages:
+            self._publish_script(keys=[SEQUENCE_KEY, self.channel], args=[json.dumps([RELAYED, topics])])
+        PendingInvalidation.objects.filter(pk__in=[pk for pk, _ in pending]).delete()
         if pending:
             logger.warning("Relayed %d invalidation(s) their own process could not publish", len(pending))
         return len(pending)
 
     def _relay(self) -> None:
+        warned_at = -RELAY_WARNING_EVERY_SECONDS
         while True:
             time.sleep(HEARTBEAT_SECONDS)
-            if not self.live.is_set():
-                continue
             try:
-                self.relay_pending()
+                if self.live.is_set():
+                    self.relay_pending()
             except Exception:  # the database or Redis is unreachable: the next round tries again
-                logger.debug("Could not relay pending invalidations", exc_info=True)
+                if time.monotonic() - warned_at >= RELAY_WARNING_EVERY_SECONDS:
+                    warned_at = time.monotonic()
+                    logger.warning("Could not relay pending invalidations; retrying", exc_info=True)
             finally:
-                connection.close()
+                with contextlib.suppress(Exception):
+                    connection.close()
 
     def _publish_owed(self) -> bool:
         with self._owed_lock:
@@ -463,7 +476,8 @@ def invalidate(*topics: str) -> None:
     if isinstance(feed, _RedisFeed):
         announced = [EVERYTHING] if len(topics) > MAX_TOPICS_PER_MESSAGE else list(topics)
         pending_id = PendingInvalidation.objects.create(topics=announced).pk
-        transaction.on_commit(lambda: feed.publish_committed(pending_id, announced))
+        # Robust: a failure here must not skip the other callbacks (closing ended sessions' sockets).
+        transaction.on_commit(lambda: feed.publish_committed(pending_id, announced), robust=True)
     else:
         transaction.on_commit(lambda: invalidate_now(*topics))
 

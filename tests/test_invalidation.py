@@ -256,3 +256,21 @@ def test_a_committed_change_its_process_could_not_publish_is_relayed_by_another(
     while PendingInvalidation.objects.filter(topics=[ELSEWHERE]).exists():
         assert time.monotonic() < deadline, "the relayed change was never crossed off"
         time.sleep(0.05)
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_backlog_of_unpublished_changes_is_relayed_as_one_flush():
+    """Changes piled up while no process reached Redis: relayed a batch a second, a change made meanwhile would
+    wait behind them all."""
+    stamp = settled_stamp()
+    PendingInvalidation.objects.bulk_create(
+        PendingInvalidation(topics=[key_topic(f"key_backlog_{n}")])
+        for n in range(invalidation.RELAY_BATCH + 1)
+    )
+    bound = invalidation.RELAY_AFTER_SECONDS + invalidation.HEARTBEAT_SECONDS * 3
+    assert wait_until_stale(stamp, (UNRELATED,), seconds=bound), "the backlog did not flush everything"
+    deadline = time.monotonic() + bound
+    while PendingInvalidation.objects.exists():
+        assert time.monotonic() < deadline, "the backlog was not crossed off"
+        time.sleep(0.05)
