@@ -163,6 +163,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # query waiting on a lock too, checked every second), so the locks that client's transaction held (the
     # audit chain's head, which every audited change takes) are not held for the hours default keepalives
     # take, freezing every other node's changes. Options in DATABASE_URL's query string come later and win.
+    # Off for a pooler that refuses startup options (PgBouncer); set them on the role there instead.
+    DB_SERVER_SIDE_TIMEOUTS = env_bool("DB_SERVER_SIDE_TIMEOUTS", True)
     server_side = {
         "tcp_keepalives_idle": DB_NETWORK_TIMEOUT_SECONDS,
         "tcp_keepalives_interval": 1,
@@ -170,9 +172,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "tcp_user_timeout": DB_NETWORK_TIMEOUT_SECONDS * 1000,
         "client_connection_check_interval": 1000,
     }
-    options["options"] = " ".join(
-        [*(f"-c {name}={value}" for name, value in server_side.items()), options.get("options", "")]
-    ).strip()
+    if DB_SERVER_SIDE_TIMEOUTS:
+        options["options"] = " ".join(
+            [*(f"-c {name}={value}" for name, value in server_side.items()), options.get("options", "")]
+        ).strip()
 # Under daphne every request's thread holds a connection of its own, so DB_CONN_MAX_AGE leaks them as threads
 # come and go; a pool (psycopg_pool, through Django) keeps a process's connections at DB_POOL_MAX_SIZE instead.
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0, minimum=0, maximum=1000)

@@ -66,3 +66,11 @@ def test_the_server_drops_a_silent_client_within_the_network_timeout():
 def test_options_in_the_database_url_win():
     url = suite_database_url() + "?options=-c%20tcp_keepalives_idle%3D60"
     assert server_settings(url)["tcp_keepalives_idle"] == "60"
+
+
+def test_they_can_be_left_to_the_server_for_a_pooler_that_refuses_startup_options():
+    applied = server_settings(
+        suite_database_url(), DB_SERVER_SIDE_TIMEOUTS="false", DB_NETWORK_TIMEOUT_SECONDS="7"
+    )
+    assert applied["tcp_keepalives_idle"] != "7"
+    assert applied["client_connection_check_interval"] != "1s"
