@@ -165,14 +165,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # take, freezing every other node's changes. Options in DATABASE_URL's query string come later and win.
     # Off for a pooler that refuses startup options (PgBouncer); set them on the role there instead.
     DB_SERVER_SIDE_TIMEOUTS = env_bool("DB_SERVER_SIDE_TIMEOUTS", True)
-    server_side = {
-        "tcp_keepalives_idle": DB_NETWORK_TIMEOUT_SECONDS,
-        "tcp_keepalives_interval": 1,
-        "tcp_keepalives_count": 3,
-        "tcp_user_timeout": DB_NETWORK_TIMEOUT_SECONDS * 1000,
-        "client_connection_check_interval": 1000,
-    }
     if DB_SERVER_SIDE_TIMEOUTS:
+        server_side = {
+            "tcp_keepalives_idle": DB_NETWORK_TIMEOUT_SECONDS,
+            "tcp_keepalives_interval": 1,
+            "tcp_keepalives_count": 3,
+            "tcp_user_timeout": DB_NETWORK_TIMEOUT_SECONDS * 1000,
+            "client_connection_check_interval": 1000,
+        }
         options["options"] = " ".join(
             [*(f"-c {name}={value}" for name, value in server_side.items()), options.get("options", "")]
         ).strip()

@@ -211,7 +211,7 @@ class _RedisFeed:
         # second, which would leave a change made meanwhile waiting behind it.
         messages = [[EVERYTHING]] if len(pending) > RELAY_BATCH else [topics for _, topics in pending]
         for topics in messages:
-            self._publish_script(keys=[SEQUENCE_KEY, self.channel], args=[json.dumps([RELAYED, topics])])
+            self._send(RELAYED, topics)
         PendingInvalidation.objects.filter(pk__in=[pk for pk, _ in pending]).delete()
         if pending:
             logger.warning("Relayed %d invalidation(s) their own process could not publish", len(pending))
@@ -233,6 +233,9 @@ class _RedisFeed:
                 with contextlib.suppress(Exception):
                     connection.close()
 
+    def _send(self, signature: str, topics: list[str]) -> None:
+        self._publish_script(keys=[SEQUENCE_KEY, self.channel], args=[json.dumps([signature, topics])])
+
     def _publish_owed(self) -> bool:
         with self._owed_lock:
             owed, self._owed = self._owed, []
@@ -240,9 +243,7 @@ class _RedisFeed:
                 owed = [[EVERYTHING]]
             try:
                 while owed:
-                    self._publish_script(
-                        keys=[SEQUENCE_KEY, self.channel], args=[json.dumps([self.signature, owed[0]])]
-                    )
+                    self._send(self.signature, owed[0])
                     owed.pop(0)
             except redis.RedisError:
                 logger.warning("Could not publish an invalidation; will retry when Redis answers")
@@ -461,9 +462,13 @@ def is_fresh(stamp: int | None, topics: Iterable[str]) -> bool:
     return stamp is not None and current_stamp() is not None and _ledger.is_fresh(stamp, topics)
 
 
+def _announced(topics: tuple[str, ...]) -> list[str]:
+    return [EVERYTHING] if len(topics) > MAX_TOPICS_PER_MESSAGE else list(topics)
+
+
 def invalidate_now(*topics: str) -> None:
     """Drop what depends on `topics` here at once and everywhere else when the message arrives."""
-    announced = [EVERYTHING] if len(topics) > MAX_TOPICS_PER_MESSAGE else list(topics)
+    announced = _announced(topics)
     _ledger.changes(announced)
     _current_feed().publish(announced)
 
@@ -475,7 +480,7 @@ def invalidate(*topics: str) -> None:
     invalidate_now(*topics)
     feed = _current_feed()
     if isinstance(feed, _RedisFeed):
-        announced = [EVERYTHING] if len(topics) > MAX_TOPICS_PER_MESSAGE else list(topics)
+        announced = _announced(topics)
         pending_id = PendingInvalidation.objects.create(topics=announced).pk
         # Robust: a failure here must not skip the other callbacks (closing ended sessions' sockets).
         transaction.on_commit(lambda: feed.publish_committed(pending_id, announced), robust=True)
